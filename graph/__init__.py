@@ -1,0 +1,1 @@
+"""Stores and walks the knowledge graph: the store interface, its backends, paths and their verbalisation."""

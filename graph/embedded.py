@@ -1,0 +1,398 @@
+"""Embedded graph store: LadybugDB (the maintained Kùzu fork) in a single file, no server to run.
+
+LadybugDB has no secondary indexes and one writer process per file, which shapes this module:
+entity ids are derived from names (`graph.model.entity_id`) so exact lookups hit the primary key; new
+rows are bulk-copied from DataFrames (tens of times faster than `MERGE` at MetaQA scale) after the
+existing ones have been read back and merged in Python; and a second writer gets `StoreLockedError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ladybug
+import pandas as pd
+
+from graph.lookup import FuzzyNameIndex
+from graph.merge import dedupe_entities, dedupe_relations, merge_entity, union
+from graph.model import (
+    Chunk,
+    DeleteReport,
+    Document,
+    Edge,
+    Entity,
+    Relation,
+    StoreCounts,
+    canonical_name,
+    entity_id,
+    normalised_key,
+)
+from graph.store import GraphStoreError, MatchMode, StoreLockedError
+
+SCHEMA = (
+    "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING PRIMARY KEY, name STRING, key STRING, type STRING, "
+    "aliases STRING[], alias_keys STRING[], sources STRING[])",
+    "CREATE NODE TABLE IF NOT EXISTS Document(id STRING PRIMARY KEY, title STRING, source_path STRING, "
+    "content_hash STRING, metadata_json STRING)",
+    "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING PRIMARY KEY, doc_id STRING, ordinal INT64, text STRING)",
+    "CREATE REL TABLE IF NOT EXISTS RELATION(FROM Entity TO Entity, type STRING, sources STRING[])",
+    "CREATE REL TABLE IF NOT EXISTS HAS_CHUNK(FROM Document TO Chunk)",
+    "CREATE REL TABLE IF NOT EXISTS MENTIONS(FROM Chunk TO Entity)",
+)
+
+ENTITY_FIELDS = "e.id, e.name, e.key, e.type, e.aliases, e.sources"
+
+EDGES_QUERY = """
+UNWIND $ids AS i MATCH (a:Entity {id: i})-[r:RELATION]->(b:Entity)
+RETURN a.id, r.type, b.id, b.name, true AS forward
+UNION ALL
+UNWIND $ids AS i MATCH (a:Entity {id: i})<-[r:RELATION]-(b:Entity)
+RETURN a.id, r.type, b.id, b.name, false AS forward
+"""
+
+# Below this many rows a parameterised CREATE beats COPY's fixed cost.
+_COPY_THRESHOLD = 64
+_LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
+
+
+def _entity(row: Sequence[Any]) -> Entity:
+    return Entity(name=row[1], key=row[2], type=row[3], aliases=list(row[4]), sources=list(row[5]), id=row[0])
+
+
+class EmbeddedGraphStore:
+    """`GraphStore` over a LadybugDB file. Not thread-safe: share one per thread, or serialise calls."""
+
+    backend = "embedded"
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise GraphStoreError(f"no graph store at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = ladybug.Database(str(self.path), read_only=read_only)
+        except RuntimeError as error:
+            held = _LOCK_PID.search(str(error))
+            if held:
+                raise StoreLockedError(
+                    f"{self.path} is open for writing by another process (PID {held.group(1)}); "
+                    "the embedded store allows one writer at a time. Stop that process or wait for it."
+                ) from None
+            raise GraphStoreError(f"cannot open graph store {self.path}: {error}") from error
+        self._conn = ladybug.Connection(self._db)
+        self._tx_depth = 0
+        self._fuzzy: FuzzyNameIndex | None = None
+        if not read_only:
+            for statement in SCHEMA:
+                self._conn.execute(statement)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return self._conn.execute(query, params or {}).get_all()
+
+    def _run(self, query: str, params: dict[str, Any] | None = None) -> None:
+        self._conn.execute(query, params or {})
+
+    def _scalar(self, query: str, params: dict[str, Any] | None = None) -> Any:
+        return self._rows(query, params)[0][0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._tx_depth:
+            self._tx_depth += 1
+            try:
+                yield
+            finally:
+                self._tx_depth -= 1
+            return
+        self._run("BEGIN TRANSACTION")
+        self._tx_depth = 1
+        try:
+            yield
+        except BaseException:
+            self._tx_depth = 0
+            self._run("ROLLBACK")
+            self._fuzzy = None
+            raise
+        self._tx_depth = 0
+        self._run("COMMIT")
+
+    def _written(self) -> None:
+        self._fuzzy = None
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def upsert_entities(self, entities: Sequence[Entity]) -> int:
+        incoming = dedupe_entities(entities)
+        if not incoming:
+            return 0
+        with self.transaction():
+            stored = {
+                row[0]: _entity(row)
+                for row in self._rows(
+                    f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}",
+                    {"ids": list(incoming)},
+                )
+            }
+            changed = [stored[i] for i, e in incoming.items() if i in stored and merge_entity(stored[i], e)]
+            new = [e for i, e in incoming.items() if i not in stored]
+            if changed:
+                self._run(
+                    "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) SET e.type = row.type, "
+                    "e.aliases = row.aliases, e.alias_keys = row.alias_keys, e.sources = row.sources",
+                    {"rows": [_entity_row(e) for e in changed]},
+                )
+            if new:
+                self._insert("Entity", _entity_columns(new), ENTITY_CREATE)
+            self._written()
+        return len(new)
+
+    def upsert_relations(self, relations: Sequence[Relation]) -> int:
+        incoming = dedupe_relations(relations)
+        if not incoming:
+            return 0
+        endpoint_ids = {i for r in incoming.values() for i in (r.head_id, r.tail_id)}
+        with self.transaction():
+            found = {row[0] for row in self._rows(
+                "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": list(endpoint_ids)}
+            )}
+            missing = endpoint_ids - found
+            if missing:
+                raise GraphStoreError(
+                    f"{len(missing)} relation endpoint(s) are not stored entities, e.g. {sorted(missing)[:3]}; "
+                    "upsert the entities first"
+                )
+            heads = list({r.head_id for r in incoming.values()})
+            stored: dict[tuple[str, str, str], list[str]] = {
+                (row[0], row[1], row[2]): list(row[3])
+                for row in self._rows(
+                    "UNWIND $ids AS i MATCH (h:Entity {id: i})-[r:RELATION]->(t:Entity) "
+                    "RETURN h.id, r.type, t.id, r.sources",
+                    {"ids": heads},
+                )
+            }
+            changed, new = [], []
+            for identity, relation in incoming.items():
+                if identity in stored:
+                    sources = union(stored[identity], relation.sources)
+                    if sources != stored[identity]:
+                        changed.append({"h": identity[0], "type": identity[1], "t": identity[2], "sources": sources})
+                else:
+                    new.append(relation)
+            if changed:
+                self._run(
+                    "UNWIND $rows AS row MATCH (h:Entity {id: row.h})-[r:RELATION]->(t:Entity {id: row.t}) "
+                    "WHERE r.type = row.type SET r.sources = row.sources",
+                    {"rows": changed},
+                )
+            if new:
+                self._insert(
+                    "RELATION",
+                    {
+                        "from": [r.head_id for r in new], "to": [r.tail_id for r in new],
+                        "type": [r.type for r in new], "sources": [r.sources for r in new],
+                    },
+                    "UNWIND $rows AS row MATCH (h:Entity {id: row.from}) MATCH (t:Entity {id: row.to}) "
+                    "CREATE (h)-[:RELATION {type: row.type, sources: row.sources}]->(t)",
+                )
+        return len(new)
+
+    def _insert(self, table: str, columns: dict[str, list[Any]], create_query: str) -> None:
+        """Insert rows known to be new: bulk COPY for many, a parameterised CREATE for a few.
+
+        Never COPY a row whose key exists: LadybugDB 0.22 can crash the process on that.
+        """
+        count = len(next(iter(columns.values())))
+        if count < _COPY_THRESHOLD:
+            names = list(columns)
+            rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+            self._run(create_query, {"rows": rows})
+        else:
+            self._run(f"COPY {table} FROM $frame", {"frame": pd.DataFrame(columns)})
+
+    def upsert_documents(self, documents: Sequence[Document]) -> int:
+        if not documents:
+            return 0
+        rows = [
+            {"id": d.id, "title": d.title, "source_path": d.source_path,
+             "content_hash": d.content_hash, "metadata_json": d.metadata_json}
+            for d in documents
+        ]
+        with self.transaction():
+            before = self._scalar("MATCH (d:Document) RETURN count(*)")
+            self._run(
+                "UNWIND $rows AS row MERGE (d:Document {id: row.id}) SET d.title = row.title, "
+                "d.source_path = row.source_path, d.content_hash = row.content_hash, "
+                "d.metadata_json = row.metadata_json",
+                {"rows": rows},
+            )
+            return self._scalar("MATCH (d:Document) RETURN count(*)") - before
+
+    def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
+        if not chunks:
+            return 0
+        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
+        mentions = [{"c": c.id, "e": e} for c in chunks for e in dict.fromkeys(c.mentions)]
+        with self.transaction():
+            doc_ids = {c.doc_id for c in chunks}
+            known = {row[0] for row in self._rows(
+                "UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": list(doc_ids)}
+            )}
+            if doc_ids - known:
+                raise GraphStoreError(f"chunks refer to unknown documents {sorted(doc_ids - known)[:3]}")
+            before = self._scalar("MATCH (c:Chunk) RETURN count(*)")
+            self._run(
+                "UNWIND $rows AS row MERGE (c:Chunk {id: row.id}) "
+                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.text = row.text",
+                {"rows": rows},
+            )
+            self._run(
+                "UNWIND $rows AS row MATCH (d:Document {id: row.doc_id}) MATCH (c:Chunk {id: row.id}) "
+                "MERGE (d)-[:HAS_CHUNK]->(c)",
+                {"rows": rows},
+            )
+            self._run(
+                "UNWIND $ids AS i MATCH (c:Chunk {id: i})-[m:MENTIONS]->(:Entity) DELETE m",
+                {"ids": [c.id for c in chunks]},
+            )
+            if mentions:
+                self._run(
+                    "UNWIND $rows AS row MATCH (c:Chunk {id: row.c}) MATCH (e:Entity {id: row.e}) "
+                    "CREATE (c)-[:MENTIONS]->(e)",
+                    {"rows": mentions},
+                )
+            return self._scalar("MATCH (c:Chunk) RETURN count(*)") - before
+
+    def delete_source(self, source: str) -> DeleteReport:
+        params = {"s": source}
+        with self.transaction():
+            chunks = self._scalar("MATCH (c:Chunk) WHERE c.doc_id = $s RETURN count(*)", params)
+            self._run("MATCH (c:Chunk) WHERE c.doc_id = $s DETACH DELETE c", params)
+            documents = self._scalar("MATCH (d:Document {id: $s}) RETURN count(*)", params)
+            self._run("MATCH (d:Document {id: $s}) DETACH DELETE d", params)
+            # LadybugDB 0.22 cannot read a parameter inside a lambda; binding it with WITH first works.
+            self._run(
+                "WITH $s AS s MATCH ()-[r:RELATION]->() WHERE list_contains(r.sources, s) "
+                "SET r.sources = list_filter(r.sources, x -> x <> s)",
+                params,
+            )
+            relations = self._scalar("MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 RETURN count(*)")
+            self._run("MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 DELETE r")
+            self._run(
+                "WITH $s AS s MATCH (e:Entity) WHERE list_contains(e.sources, s) "
+                "SET e.sources = list_filter(e.sources, x -> x <> s)",
+                params,
+            )
+            # An entity still touched by a relation keeps it, whatever its own provenance says:
+            # deleting it would take other sources' facts with it.
+            orphans = (
+                "MATCH (e:Entity) WHERE size(e.sources) = 0 AND NOT EXISTS { MATCH (e)-[:RELATION]-() } "
+                "AND NOT EXISTS { MATCH (:Chunk)-[:MENTIONS]->(e) }"
+            )
+            entities = self._scalar(f"{orphans} RETURN count(*)")
+            self._run(f"{orphans} DETACH DELETE e")
+            self._written()
+        return DeleteReport(source, relations, entities, documents, chunks)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
+        found = {
+            row[0]: _entity(row)
+            for row in self._rows(
+                f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}", {"ids": list(ids)}
+            )
+        }
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
+        if mode == "exact":
+            hits = self.get_entities([entity_id(name)])
+            hits += [
+                _entity(row)
+                for row in self._rows(
+                    f"MATCH (e:Entity) WHERE list_contains(e.aliases, $name) RETURN {ENTITY_FIELDS} LIMIT $n",
+                    {"name": canonical_name(name), "n": limit},
+                )
+                if not hits or row[0] != hits[0].id
+            ]
+            return hits[:limit]
+        if mode == "normalised":
+            return [
+                _entity(row)
+                for row in self._rows(
+                    "MATCH (e:Entity) WHERE e.key = $k OR list_contains(e.alias_keys, $k) "
+                    f"RETURN {ENTITY_FIELDS} ORDER BY e.name LIMIT $n",
+                    {"k": normalised_key(name), "n": limit},
+                )
+            ]
+        if mode == "fuzzy":
+            if self._fuzzy is None:
+                self._fuzzy = FuzzyNameIndex(self.iter_entity_names())
+            return self.get_entities([i for i, _score in self._fuzzy.search(name, limit)])
+        raise ValueError(f"unknown match mode {mode!r}")
+
+    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
+        for entity, name, aliases in self._rows("MATCH (e:Entity) RETURN e.id, e.name, e.aliases"):
+            yield entity, name
+            for alias in aliases:
+                yield entity, alias
+
+    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
+        if not entity_ids:
+            return []
+        return [Edge(*row) for row in self._rows(EDGES_QUERY, {"ids": list(dict.fromkeys(entity_ids))})]
+
+    def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
+        rows = self._rows(
+            "MATCH (e:Entity {id: $i})-[r:RELATION]->() RETURN r.type, true, count(*) "
+            "UNION ALL MATCH (e:Entity {id: $i})<-[r:RELATION]-() RETURN r.type, false, count(*)",
+            {"i": entity_id},
+        )
+        return sorted(((t, f, n) for t, f, n in rows), key=lambda row: (-row[2], row[0], not row[1]))
+
+    def counts(self) -> StoreCounts:
+        return StoreCounts(
+            entities=self._scalar("MATCH (e:Entity) RETURN count(*)"),
+            relations=self._scalar("MATCH ()-[r:RELATION]->() RETURN count(*)"),
+            documents=self._scalar("MATCH (d:Document) RETURN count(*)"),
+            chunks=self._scalar("MATCH (c:Chunk) RETURN count(*)"),
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+        self._db.close()
+
+    def __enter__(self) -> EmbeddedGraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ENTITY_CREATE = (
+    "UNWIND $rows AS row CREATE (e:Entity {id: row.id, name: row.name, key: row.key, type: row.type, "
+    "aliases: row.aliases, alias_keys: row.alias_keys, sources: row.sources})"
+)
+
+
+def _entity_row(entity: Entity) -> dict[str, Any]:
+    return {
+        "id": entity.id, "name": entity.name, "key": entity.key, "type": entity.type,
+        "aliases": entity.aliases, "alias_keys": entity.alias_keys, "sources": entity.sources,
+    }
+
+
+def _entity_columns(entities: Sequence[Entity]) -> dict[str, list[Any]]:
+    """Column lists in the Entity table's declared order, as COPY wants them."""
+    return {
+        "id": [e.id for e in entities], "name": [e.name for e in entities], "key": [e.key for e in entities],
+        "type": [e.type for e in entities], "aliases": [e.aliases for e in entities],
+        "alias_keys": [e.alias_keys for e in entities], "sources": [e.sources for e in entities],
+    }

@@ -1,0 +1,37 @@
+"""Fuzzy entity-name matching over whatever a store lists, shared by the backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rapidfuzz import fuzz, process
+
+from graph.model import normalised_key
+
+
+class FuzzyNameIndex:
+    """Normalised names and aliases held in memory for rapidfuzz; rebuild after the store changes."""
+
+    def __init__(self, names: Iterable[tuple[str, str]]) -> None:
+        self._ids: list[str] = []
+        self._keys: list[str] = []
+        for entity_id, name in names:
+            self._ids.append(entity_id)
+            self._keys.append(normalised_key(name))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def search(self, name: str, limit: int = 5, min_score: float = 80.0) -> list[tuple[str, float]]:
+        """(entity id, score 0-100) of the closest names, best first, one entry per entity."""
+        query = normalised_key(name)
+        if not query or not self._keys:
+            return []
+        hits = process.extract(
+            query, self._keys, scorer=fuzz.WRatio, limit=limit * 4, score_cutoff=min_score
+        )
+        best: dict[str, float] = {}
+        for _key, score, position in hits:
+            entity_id = self._ids[position]
+            best[entity_id] = max(score, best.get(entity_id, 0.0))
+        return sorted(best.items(), key=lambda item: -item[1])[:limit]

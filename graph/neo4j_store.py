@@ -1,0 +1,311 @@
+"""Neo4j 5 backend over the official driver: parameterised Cypher only, batched `UNWIND` writes.
+
+Relations are `:RELATION` relationships with a `type` property rather than one relationship type per
+relation: relationship types cannot be parameters in Neo4j 5 Cypher, and building them into the query
+text is exactly the injection this project refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import neo4j
+
+from graph.lookup import FuzzyNameIndex
+from graph.merge import dedupe_entities, dedupe_relations
+from graph.model import (
+    Chunk,
+    DeleteReport,
+    Document,
+    Edge,
+    Entity,
+    Relation,
+    StoreCounts,
+    canonical_name,
+    entity_id,
+    normalised_key,
+)
+from graph.store import GraphStoreError, MatchMode
+
+BATCH = 5_000
+
+SCHEMA = (
+    "CREATE CONSTRAINT trellis_entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
+    "CREATE CONSTRAINT trellis_document_id IF NOT EXISTS FOR (d:Document) REQUIRE d.id IS UNIQUE",
+    "CREATE CONSTRAINT trellis_chunk_id IF NOT EXISTS FOR (c:Chunk) REQUIRE c.id IS UNIQUE",
+    "CREATE INDEX trellis_entity_key IF NOT EXISTS FOR (e:Entity) ON (e.key)",
+    "CREATE INDEX trellis_entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name)",
+    "CREATE INDEX trellis_chunk_doc IF NOT EXISTS FOR (c:Chunk) ON (c.doc_id)",
+    "CREATE INDEX trellis_relation_type IF NOT EXISTS FOR ()-[r:RELATION]-() ON (r.type)",
+)
+
+ENTITY_FIELDS = "e.id AS id, e.name AS name, e.key AS key, e.type AS type, e.aliases AS aliases, e.sources AS sources"
+
+UPSERT_ENTITIES = """
+UNWIND $rows AS row
+MERGE (e:Entity {id: row.id})
+ON CREATE SET e.name = row.name, e.key = row.key, e.type = row.type, e.aliases = row.aliases,
+              e.alias_keys = row.alias_keys, e.sources = row.sources, e._new = true
+ON MATCH SET e.type = CASE WHEN coalesce(e.type, '') = '' THEN row.type ELSE e.type END,
+             e.aliases = e.aliases + [a IN row.aliases WHERE NOT a IN e.aliases AND a <> e.name],
+             e.alias_keys = e.alias_keys + [k IN row.alias_keys WHERE NOT k IN e.alias_keys AND k <> e.key],
+             e.sources = e.sources + [s IN row.sources WHERE NOT s IN e.sources]
+WITH e WHERE e._new
+REMOVE e._new
+RETURN count(e) AS created
+"""
+
+UPSERT_RELATIONS = """
+UNWIND $rows AS row
+MATCH (h:Entity {id: row.head})
+MATCH (t:Entity {id: row.tail})
+MERGE (h)-[r:RELATION {type: row.type}]->(t)
+ON CREATE SET r.sources = row.sources, r._new = true
+ON MATCH SET r.sources = r.sources + [s IN row.sources WHERE NOT s IN r.sources]
+WITH r WHERE r._new
+REMOVE r._new
+RETURN count(r) AS created
+"""
+
+EDGES_QUERY = """
+UNWIND $ids AS i
+MATCH (a:Entity {id: i})-[r:RELATION]-(b:Entity)
+RETURN a.id AS origin, r.type AS type, b.id AS neighbour, b.name AS name, startNode(r) = a AS forward
+"""
+
+
+def _entity(record: Any) -> Entity:
+    return Entity(
+        name=record["name"], key=record["key"], type=record["type"] or "",
+        aliases=list(record["aliases"] or []), sources=list(record["sources"] or []), id=record["id"],
+    )
+
+
+def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), BATCH):
+        yield rows[start : start + BATCH]
+
+
+class Neo4jGraphStore:
+    """`GraphStore` over a Neo4j 5 server reached by Bolt."""
+
+    backend = "neo4j"
+
+    def __init__(self, uri: str, user: str, password: str, database: str = "neo4j") -> None:
+        self.uri = uri
+        self.database = database
+        try:
+            self._driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+            self._driver.verify_connectivity()
+        except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.AuthError, ValueError) as error:
+            raise GraphStoreError(f"cannot reach Neo4j at {uri}: {error}") from error
+        self._session = self._driver.session(database=database)
+        self._tx: neo4j.Transaction | None = None
+        self._fuzzy: FuzzyNameIndex | None = None
+        for statement in SCHEMA:
+            self._session.run(statement).consume()
+
+    def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[neo4j.Record]:
+        runner = self._tx if self._tx is not None else self._session
+        return list(runner.run(query, params or {}))
+
+    def _scalar(self, query: str, params: dict[str, Any] | None = None) -> Any:
+        return self._rows(query, params)[0][0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._tx is not None:
+            yield
+            return
+        self._tx = self._session.begin_transaction()
+        try:
+            yield
+        except BaseException:
+            self._tx.rollback()
+            self._fuzzy = None
+            raise
+        else:
+            self._tx.commit()
+        finally:
+            self._tx = None
+
+    def upsert_entities(self, entities: Sequence[Entity]) -> int:
+        rows = [
+            {"id": e.id, "name": e.name, "key": e.key, "type": e.type, "aliases": e.aliases,
+             "alias_keys": e.alias_keys, "sources": e.sources}
+            for e in dedupe_entities(entities).values()
+        ]
+        created = 0
+        with self.transaction():
+            for batch in _batches(rows):
+                created += self._scalar(UPSERT_ENTITIES, {"rows": batch})
+        self._fuzzy = None
+        return created
+
+    def upsert_relations(self, relations: Sequence[Relation]) -> int:
+        incoming = dedupe_relations(relations).values()
+        rows = [{"head": r.head_id, "type": r.type, "tail": r.tail_id, "sources": r.sources} for r in incoming]
+        endpoint_ids = list({i for r in incoming for i in (r.head_id, r.tail_id)})
+        created = 0
+        with self.transaction():
+            found = {
+                row[0] for row in self._rows(
+                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": endpoint_ids}
+                )
+            }
+            missing = set(endpoint_ids) - found
+            if missing:
+                raise GraphStoreError(
+                    f"{len(missing)} relation endpoint(s) are not stored entities, e.g. {sorted(missing)[:3]}; "
+                    "upsert the entities first"
+                )
+            for batch in _batches(rows):
+                created += self._scalar(UPSERT_RELATIONS, {"rows": batch})
+        return created
+
+    def upsert_documents(self, documents: Sequence[Document]) -> int:
+        rows = [
+            {"id": d.id, "title": d.title, "source_path": d.source_path,
+             "content_hash": d.content_hash, "metadata_json": d.metadata_json}
+            for d in documents
+        ]
+        with self.transaction():
+            return self._scalar(
+                "UNWIND $rows AS row MERGE (d:Document {id: row.id}) "
+                "ON CREATE SET d._new = true "
+                "SET d.title = row.title, d.source_path = row.source_path, "
+                "d.content_hash = row.content_hash, d.metadata_json = row.metadata_json "
+                "WITH d WHERE d._new REMOVE d._new RETURN count(d)",
+                {"rows": rows},
+            )
+
+    def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
+        rows = [
+            {"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text,
+             "mentions": list(dict.fromkeys(c.mentions))}
+            for c in chunks
+        ]
+        with self.transaction():
+            doc_ids = list({c.doc_id for c in chunks})
+            known = {row[0] for row in self._rows(
+                "UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": doc_ids}
+            )}
+            if set(doc_ids) - known:
+                raise GraphStoreError(f"chunks refer to unknown documents {sorted(set(doc_ids) - known)[:3]}")
+            return self._scalar(
+                "UNWIND $rows AS row "
+                "MATCH (d:Document {id: row.doc_id}) "
+                "MERGE (c:Chunk {id: row.id}) ON CREATE SET c._new = true "
+                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.text = row.text "
+                "MERGE (d)-[:HAS_CHUNK]->(c) "
+                "WITH c, row "
+                "OPTIONAL MATCH (c)-[m:MENTIONS]->(:Entity) DELETE m "
+                "WITH DISTINCT c, row "
+                "CALL { WITH c, row UNWIND row.mentions AS eid MATCH (e:Entity {id: eid}) "
+                "MERGE (c)-[:MENTIONS]->(e) } "
+                "WITH c WHERE c._new REMOVE c._new RETURN count(c)",
+                {"rows": rows},
+            )
+
+    def delete_source(self, source: str) -> DeleteReport:
+        params = {"s": source}
+        with self.transaction():
+            chunks = self._scalar(
+                "MATCH (c:Chunk {doc_id: $s}) WITH collect(c) AS cs, count(c) AS n "
+                "FOREACH (c IN cs | DETACH DELETE c) RETURN n", params
+            )
+            documents = self._scalar(
+                "OPTIONAL MATCH (d:Document {id: $s}) WITH collect(d) AS ds "
+                "FOREACH (d IN ds | DETACH DELETE d) RETURN size(ds)", params
+            )
+            self._rows(
+                "MATCH ()-[r:RELATION]->() WHERE $s IN r.sources "
+                "SET r.sources = [x IN r.sources WHERE x <> $s]", params
+            )
+            relations = self._scalar(
+                "OPTIONAL MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 "
+                "WITH collect(r) AS rs FOREACH (r IN rs | DELETE r) RETURN size(rs)"
+            )
+            self._rows(
+                "MATCH (e:Entity) WHERE $s IN e.sources SET e.sources = [x IN e.sources WHERE x <> $s]", params
+            )
+            entities = self._scalar(
+                "OPTIONAL MATCH (e:Entity) WHERE size(e.sources) = 0 "
+                "AND NOT EXISTS { (e)-[:RELATION]-() } AND NOT EXISTS { (:Chunk)-[:MENTIONS]->(e) } "
+                "WITH collect(e) AS es FOREACH (e IN es | DETACH DELETE e) RETURN size(es)"
+            )
+        self._fuzzy = None
+        return DeleteReport(source, relations, entities, documents, chunks)
+
+    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
+        found = {
+            record["id"]: _entity(record)
+            for record in self._rows(
+                f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}", {"ids": list(ids)}
+            )
+        }
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
+        if mode == "exact":
+            query = (
+                f"MATCH (e:Entity {{id: $id}}) RETURN {ENTITY_FIELDS} UNION "
+                f"MATCH (e:Entity) WHERE $name IN e.aliases RETURN {ENTITY_FIELDS}"
+            )
+            rows = self._rows(query, {"id": entity_id(name), "name": canonical_name(name)})
+        elif mode == "normalised":
+            query = (
+                f"MATCH (e:Entity {{key: $k}}) RETURN {ENTITY_FIELDS} UNION "
+                f"MATCH (e:Entity) WHERE $k IN e.alias_keys RETURN {ENTITY_FIELDS}"
+            )
+            rows = sorted(self._rows(query, {"k": normalised_key(name)}), key=lambda r: r["name"])
+        elif mode == "fuzzy":
+            if self._fuzzy is None:
+                self._fuzzy = FuzzyNameIndex(self.iter_entity_names())
+            return self.get_entities([i for i, _score in self._fuzzy.search(name, limit)])
+        else:
+            raise ValueError(f"unknown match mode {mode!r}")
+        exact_first = sorted(rows, key=lambda r: r["id"] != entity_id(name))
+        return [_entity(r) for r in exact_first[:limit]]
+
+    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
+        for record in self._rows("MATCH (e:Entity) RETURN e.id AS id, e.name AS name, e.aliases AS aliases"):
+            yield record["id"], record["name"]
+            for alias in record["aliases"] or []:
+                yield record["id"], alias
+
+    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
+        if not entity_ids:
+            return []
+        return [
+            Edge(r["origin"], r["type"], r["neighbour"], r["name"], r["forward"])
+            for r in self._rows(EDGES_QUERY, {"ids": list(dict.fromkeys(entity_ids))})
+        ]
+
+    def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
+        rows = self._rows(
+            "MATCH (e:Entity {id: $i})-[r:RELATION]-() "
+            "RETURN r.type AS type, startNode(r) = e AS forward, count(*) AS n",
+            {"i": entity_id},
+        )
+        return sorted(((r["type"], r["forward"], r["n"]) for r in rows), key=lambda x: (-x[2], x[0], not x[1]))
+
+    def counts(self) -> StoreCounts:
+        return StoreCounts(
+            entities=self._scalar("MATCH (e:Entity) RETURN count(e)"),
+            relations=self._scalar("MATCH ()-[r:RELATION]->() RETURN count(r)"),
+            documents=self._scalar("MATCH (d:Document) RETURN count(d)"),
+            chunks=self._scalar("MATCH (c:Chunk) RETURN count(c)"),
+        )
+
+    def close(self) -> None:
+        self._session.close()
+        self._driver.close()
+
+    def __enter__(self) -> Neo4jGraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,108 @@
+"""Paths through the graph around question entities, with direction kept, and their verbalisation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from graph.model import Edge
+from graph.store import GraphStore
+
+
+def forward_arrow(relation: str) -> str:
+    return f"-{relation}->"
+
+
+def backward_arrow(relation: str) -> str:
+    return f"<-{relation}-"
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """Entities e0..en joined by relations r1..rn; `forward[i]` says whether e_i is the head of r_(i+1).
+
+    `Joel Zwick <-directed_by- My Big Fat Greek Wedding -in_language-> Greek` is the path with
+    entities (Joel Zwick, My Big Fat Greek Wedding, Greek), relations (directed_by, in_language) and
+    forward (False, True): the film was directed by Joel Zwick, and the film is in Greek.
+    """
+
+    entity_ids: tuple[str, ...]
+    entity_names: tuple[str, ...]
+    relations: tuple[str, ...] = ()
+    forward: tuple[bool, ...] = ()
+
+    @property
+    def hops(self) -> int:
+        return len(self.relations)
+
+    @property
+    def start_name(self) -> str:
+        return self.entity_names[0]
+
+    @property
+    def end_id(self) -> str:
+        return self.entity_ids[-1]
+
+    @property
+    def end_name(self) -> str:
+        return self.entity_names[-1]
+
+    def extend(self, edge: Edge) -> Path:
+        return Path(
+            (*self.entity_ids, edge.neighbour_id),
+            (*self.entity_names, edge.neighbour_name),
+            (*self.relations, edge.type),
+            (*self.forward, edge.forward),
+        )
+
+    def as_list(self) -> list[str]:
+        """Entity, arrowed relation, entity, ...: `["Joel Zwick", "<-directed_by-", "My Big Fat Greek Wedding"]`."""
+        items = [self.entity_names[0]]
+        for relation, forward, name in zip(self.relations, self.forward, self.entity_names[1:], strict=True):
+            items.append(forward_arrow(relation) if forward else backward_arrow(relation))
+            items.append(name)
+        return items
+
+    def verbalise(self) -> str:
+        return " ".join(self.as_list())
+
+    def triples(self) -> list[tuple[str, str, str]]:
+        """The path's facts as (head, relation, tail) names, in the graph's own direction."""
+        names = self.entity_names
+        return [
+            (names[i], rel, names[i + 1]) if fwd else (names[i + 1], rel, names[i])
+            for i, (rel, fwd) in enumerate(zip(self.relations, self.forward, strict=True))
+        ]
+
+
+def neighbourhood(
+    store: GraphStore, start_ids: Sequence[str], hops: int = 2, limit: int = 10_000
+) -> list[Path]:
+    """Simple paths of 1..`hops` relations from any start entity, both edge directions, shortest first.
+
+    Expands one hop at a time with one batched `edges` query per hop, so the cost follows the paths
+    actually produced, and stops once `limit` paths exist.
+    """
+    if hops < 1 or limit < 1:
+        return []
+    frontier = [Path((e.id,), (e.name,)) for e in store.get_entities(start_ids)]
+    found: list[Path] = []
+    for _hop in range(hops):
+        by_origin: dict[str, list[Edge]] = defaultdict(list)
+        for edge in store.edges([p.end_id for p in frontier]):
+            by_origin[edge.origin_id].append(edge)
+        next_frontier: list[Path] = []
+        for path in frontier:
+            for edge in by_origin.get(path.end_id, ()):
+                if edge.neighbour_id in path.entity_ids:
+                    continue
+                extended = path.extend(edge)
+                found.append(extended)
+                next_frontier.append(extended)
+                if len(found) >= limit:
+                    return found
+        frontier = next_frontier
+        if not frontier:
+            break
+    return found

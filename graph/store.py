@@ -1,0 +1,91 @@
+"""The graph-store interface every backend implements, and the factory that picks one from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Literal, Protocol, runtime_checkable
+
+from config import Settings
+from graph.model import Chunk, DeleteReport, Document, Edge, Entity, Relation, StoreCounts
+
+MatchMode = Literal["exact", "normalised", "fuzzy"]
+
+
+class GraphStoreError(RuntimeError):
+    """A store operation failed in a way the user can act on."""
+
+
+class StoreLockedError(GraphStoreError):
+    """Another process holds the embedded store for writing."""
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """Entities, typed relations with provenance, documents and chunks, behind one contract.
+
+    Writes merge: upserting an entity or relation that exists adds its new sources and aliases and
+    creates nothing. A relation or entity is deleted only when its last supporting source is removed.
+    """
+
+    backend: str
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Everything written inside the block commits together or not at all."""
+        ...
+
+    def upsert_entities(self, entities: Sequence[Entity]) -> int:
+        """Insert or merge entities; returns how many were new."""
+        ...
+
+    def upsert_relations(self, relations: Sequence[Relation]) -> int:
+        """Insert or merge relations whose endpoints exist; returns how many were new."""
+        ...
+
+    def upsert_documents(self, documents: Sequence[Document]) -> int: ...
+
+    def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
+        """Insert or replace chunks, linking each to its document and the entities it mentions."""
+        ...
+
+    def get_entities(self, ids: Sequence[str]) -> list[Entity]: ...
+
+    def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
+        """Entities called `name`: exactly (name or alias), by normalised key, or by fuzzy similarity."""
+        ...
+
+    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
+        """Every relation touching the given entities, in both directions, direction kept."""
+        ...
+
+    def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
+        """(relation type, forward?, count) of the relations touching an entity."""
+        ...
+
+    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
+        """(id, name) of every entity and (id, alias) of every alias; feeds fuzzy and vector linking."""
+        ...
+
+    def counts(self) -> StoreCounts: ...
+
+    def delete_source(self, source: str) -> DeleteReport:
+        """Withdraw a source's support: drop its document and chunks, and facts nothing else supports."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(settings: Settings, read_only: bool = False) -> GraphStore:
+    """Open the backend that `settings.graph_uri` names."""
+    if settings.backend == "embedded":
+        from graph.embedded import EmbeddedGraphStore
+
+        return EmbeddedGraphStore(settings.graph_path, read_only=read_only)
+    from graph.neo4j_store import Neo4jGraphStore
+
+    return Neo4jGraphStore(
+        settings.graph_uri,
+        user=settings.neo4j_user,
+        password=settings.neo4j_password.get_secret_value(),
+        database=settings.neo4j_database,
+    )

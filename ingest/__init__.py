@@ -1,0 +1,1 @@
+"""Writes knowledge: triples and documents into the graph store and the vector index."""

@@ -1,0 +1,264 @@
+"""Ready-made triples (TSV, CSV, JSONL) into the graph store, validated whole before anything is written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+
+from graph.model import Entity, Relation
+from graph.store import GraphStore
+
+ProgressFn = Callable[[str, int, int], None]
+"""progress(stage, done, total): called as each batch lands."""
+
+FIELDS = ("head", "relation", "tail")
+SYNONYMS = {"subject": "head", "predicate": "relation", "object": "tail", "source": "head", "target": "tail"}
+OPTIONAL_FIELDS = ("head_type", "tail_type")
+FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MAX_NAME = 2_000
+
+
+class TripleFileError(ValueError):
+    """The triples file cannot be ingested as it is; `problems` lists every bad line found."""
+
+    def __init__(self, path: Path, problems: list[Problem], reason: str | None = None) -> None:
+        self.path, self.problems = path, problems
+        if reason is None:
+            shown = "\n".join(f"  {p}" for p in problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            reason = (
+                f"{len(problems)} invalid line(s) in {path}; nothing was written "
+                f"(fix them, or pass --skip-invalid to skip them):\n{shown}{more}"
+            )
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class TripleRow:
+    line: int
+    head: str
+    relation: str
+    tail: str
+    head_type: str = ""
+    tail_type: str = ""
+
+
+@dataclass(slots=True)
+class TripleIngestReport:
+    path: Path
+    source: str
+    rows: int = 0
+    entities_created: int = 0
+    relations_created: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+
+
+def _check(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"field '{name}' must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise ValueError(f"field '{name}' is empty")
+    if _CONTROL.search(text):
+        raise ValueError(f"field '{name}' contains a control character")
+    if len(text) > _MAX_NAME:
+        raise ValueError(f"field '{name}' is longer than {_MAX_NAME} characters")
+    return text
+
+
+def _row(line: int, values: dict[str, object]) -> TripleRow:
+    head, relation, tail = (_check(values.get(f), f) for f in FIELDS)
+    types = {}
+    for name in OPTIONAL_FIELDS:
+        value = values.get(name)
+        types[name] = _check(value, name) if value not in (None, "") else ""
+    return TripleRow(line, head, relation, tail, **types)
+
+
+def _lines(path: Path, problems: list[Problem]) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; lines that are not UTF-8 become problems."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problems.append(Problem(path, number, f"not valid UTF-8 (byte {error.start})"))
+                continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+def _header(cells: list[str]) -> dict[str, int] | None:
+    """Column positions if `cells` is a header row naming head, relation and tail (in any order)."""
+    names = [SYNONYMS.get(c.strip().lower(), c.strip().lower()) for c in cells]
+    if not set(FIELDS) <= set(names):
+        return None
+    return {name: i for i, name in enumerate(names) if name in FIELDS + OPTIONAL_FIELDS}
+
+
+def _delimited(path: Path, records: Iterator[tuple[int, list[str]]], problems: list[Problem]) -> list[TripleRow]:
+    rows: list[TripleRow] = []
+    columns: dict[str, int] | None = None
+    first = True
+    for line, cells in records:
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if first:
+            first = False
+            columns = _header(cells)
+            if columns is not None:
+                continue
+        if columns is None and len(cells) == 3:
+            head, relation, tail = cells[0].strip(), cells[1].strip(), cells[2].strip()
+            if (head and relation and tail and max(len(head), len(tail), len(relation)) <= _MAX_NAME
+                    and not _CONTROL.search(head + relation + tail)):
+                rows.append(TripleRow(line, head, relation, tail))
+                continue
+        try:
+            if columns is None:
+                if len(cells) != 3:
+                    raise ValueError(f"expected 3 fields (head, relation, tail), found {len(cells)}")
+                values = dict(zip(FIELDS, cells, strict=True))
+            else:
+                if len(cells) <= max(columns.values()):
+                    raise ValueError(f"expected at least {max(columns.values()) + 1} fields, found {len(cells)}")
+                values = {name: cells[i] for name, i in columns.items()}
+            rows.append(_row(line, values))
+        except ValueError as error:
+            problems.append(Problem(path, line, str(error)))
+    return rows
+
+
+def _tsv(path: Path, problems: list[Problem]) -> list[TripleRow]:
+    return _delimited(path, ((n, text.split("\t")) for n, text in _lines(path, problems)), problems)
+
+
+def _csv(path: Path, problems: list[Problem]) -> list[TripleRow]:
+    numbered = _lines(path, problems)
+    current = [0]
+
+    def texts() -> Iterator[str]:
+        for number, text in numbered:
+            current[0] = number
+            yield text
+
+    reader = csv.reader(texts(), strict=True)
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                problems.append(Problem(path, current[0], f"CSV syntax: {error}"))
+                continue
+            yield current[0], cells
+
+    return _delimited(path, records(), problems)
+
+
+def _jsonl(path: Path, problems: list[Problem]) -> list[TripleRow]:
+    rows: list[TripleRow] = []
+    for line, text in _lines(path, problems):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            problems.append(Problem(path, line, f"not valid JSON: {error.msg} at column {error.colno}"))
+            continue
+        if not isinstance(record, dict):
+            problems.append(Problem(path, line, "expected a JSON object with head, relation and tail"))
+            continue
+        missing = [f for f in FIELDS if f not in record]
+        if missing:
+            problems.append(Problem(path, line, f"missing field(s) {', '.join(missing)}"))
+            continue
+        try:
+            rows.append(_row(line, record))
+        except ValueError as error:
+            problems.append(Problem(path, line, str(error)))
+    return rows
+
+
+def read_triples(path: Path | str) -> tuple[list[TripleRow], list[Problem]]:
+    """Every valid row of a triples file, and every problem found (with its line), reading it all."""
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise TripleFileError(path, [], f"{path}: unknown triples format '{path.suffix}' "
+                              f"(use one of {', '.join(sorted(FORMATS))})")
+    if not path.is_file():
+        raise TripleFileError(path, [], f"{path}: no such file")
+    problems: list[Problem] = []
+    reader = {"tsv": _tsv, "csv": _csv, "jsonl": _jsonl}[kind]
+    rows = reader(path, problems)
+    problems.sort(key=lambda p: p.line)
+    return rows, problems
+
+
+def ingest_triples(
+    store: GraphStore,
+    path: Path | str,
+    source: str | None = None,
+    skip_invalid: bool = False,
+    batch_size: int = 50_000,
+    progress: ProgressFn | None = None,
+) -> TripleIngestReport:
+    """Validate the whole file, then upsert its entities and relations in one transaction.
+
+    A bad line stops the run before anything is written, unless `skip_invalid`, which skips and
+    reports every bad line. Re-running the same file with the same source changes nothing.
+    """
+    path = Path(path)
+    source = source or path.name
+    rows, problems = read_triples(path)
+    if problems and not skip_invalid:
+        raise TripleFileError(path, problems)
+    report = TripleIngestReport(path=path, source=source, rows=len(rows), skipped=problems)
+
+    entities: dict[str, Entity] = {}
+
+    def entity_for(name: str, kind: str) -> str:
+        entity = entities.get(name)
+        if entity is None:
+            entity = entities[name] = Entity(name=name, type=kind, sources=[source])
+        elif kind and not entity.type:
+            entity.type = kind
+        return entity.id
+
+    relations = [
+        Relation(entity_for(row.head, row.head_type), row.relation, entity_for(row.tail, row.tail_type), [source])
+        for row in rows
+    ]
+    # Batches with disjoint heads keep the backend's look-up of already-stored relations small.
+    relations.sort(key=attrgetter("head_id"))
+    entity_list = list(entities.values())
+    with store.transaction():
+        for start in range(0, len(entity_list), batch_size):
+            report.entities_created += store.upsert_entities(entity_list[start : start + batch_size])
+            if progress:
+                progress("entities", min(start + batch_size, len(entity_list)), len(entity_list))
+        for start in range(0, len(relations), batch_size):
+            report.relations_created += store.upsert_relations(relations[start : start + batch_size])
+            if progress:
+                progress("relations", min(start + batch_size, len(relations)), len(relations))
+    return report

@@ -1,0 +1,1 @@
+"""Runs the language model and its logits processors."""
