@@ -16,8 +16,8 @@ from graph.store import GraphStoreError, open_store
 from ingest.triples import TripleFileError, ingest_triples
 
 app = typer.Typer(help="Trellis: question answering that stays faithful to a knowledge graph.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -52,8 +52,12 @@ def ingest_triples_command(
     except GraphStoreError as error:
         raise _fail(str(error)) from None
     progress = Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     )
     tasks: dict[str, int] = {}
 

@@ -18,7 +18,7 @@ import ladybug
 import pandas as pd
 
 from graph.lookup import FuzzyNameIndex
-from graph.merge import dedupe_entities, dedupe_relations, merge_entity, union
+from graph.merge import dedupe_entities, dedupe_relations, merged_fields, union
 from graph.model import (
     Chunk,
     DeleteReport,
@@ -27,6 +27,7 @@ from graph.model import (
     Entity,
     Relation,
     StoreCounts,
+    alias_keys,
     canonical_name,
     entity_id,
     normalised_key,
@@ -134,19 +135,33 @@ class EmbeddedGraphStore:
             return 0
         with self.transaction():
             stored = {
-                row[0]: _entity(row)
+                row[0]: row[1:]
                 for row in self._rows(
-                    f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}",
+                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id, e.type, e.aliases, e.sources",
                     {"ids": list(incoming)},
                 )
             }
-            changed = [stored[i] for i, e in incoming.items() if i in stored and merge_entity(stored[i], e)]
-            new = [e for i, e in incoming.items() if i not in stored]
+            new: list[Entity] = []
+            changed: list[dict[str, Any]] = []
+            for entity in incoming.values():
+                if entity.id not in stored:
+                    new.append(entity)
+                elif (merged := merged_fields(*stored[entity.id], entity)) is not None:
+                    type_, aliases, sources = merged
+                    changed.append(
+                        {
+                            "id": entity.id,
+                            "type": type_,
+                            "aliases": aliases,
+                            "sources": sources,
+                            "alias_keys": alias_keys(entity.key, aliases),
+                        }
+                    )
             if changed:
                 self._run(
                     "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) SET e.type = row.type, "
                     "e.aliases = row.aliases, e.alias_keys = row.alias_keys, e.sources = row.sources",
-                    {"rows": [_entity_row(e) for e in changed]},
+                    {"rows": changed},
                 )
             if new:
                 self._insert("Entity", _entity_columns(new), ENTITY_CREATE)
@@ -159,9 +174,12 @@ class EmbeddedGraphStore:
             return 0
         endpoint_ids = {i for r in incoming.values() for i in (r.head_id, r.tail_id)}
         with self.transaction():
-            found = {row[0] for row in self._rows(
-                "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": list(endpoint_ids)}
-            )}
+            found = {
+                row[0]
+                for row in self._rows(
+                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": list(endpoint_ids)}
+                )
+            }
             missing = endpoint_ids - found
             if missing:
                 raise GraphStoreError(
@@ -195,8 +213,10 @@ class EmbeddedGraphStore:
                 self._insert(
                     "RELATION",
                     {
-                        "from": [r.head_id for r in new], "to": [r.tail_id for r in new],
-                        "type": [r.type for r in new], "sources": [r.sources for r in new],
+                        "from": [r.head_id for r in new],
+                        "to": [r.tail_id for r in new],
+                        "type": [r.type for r in new],
+                        "sources": [r.sources for r in new],
                     },
                     "UNWIND $rows AS row MATCH (h:Entity {id: row.from}) MATCH (t:Entity {id: row.to}) "
                     "CREATE (h)-[:RELATION {type: row.type, sources: row.sources}]->(t)",
@@ -220,8 +240,13 @@ class EmbeddedGraphStore:
         if not documents:
             return 0
         rows = [
-            {"id": d.id, "title": d.title, "source_path": d.source_path,
-             "content_hash": d.content_hash, "metadata_json": d.metadata_json}
+            {
+                "id": d.id,
+                "title": d.title,
+                "source_path": d.source_path,
+                "content_hash": d.content_hash,
+                "metadata_json": d.metadata_json,
+            }
             for d in documents
         ]
         with self.transaction():
@@ -241,9 +266,10 @@ class EmbeddedGraphStore:
         mentions = [{"c": c.id, "e": e} for c in chunks for e in dict.fromkeys(c.mentions)]
         with self.transaction():
             doc_ids = {c.doc_id for c in chunks}
-            known = {row[0] for row in self._rows(
-                "UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": list(doc_ids)}
-            )}
+            known = {
+                row[0]
+                for row in self._rows("UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": list(doc_ids)})
+            }
             if doc_ids - known:
                 raise GraphStoreError(f"chunks refer to unknown documents {sorted(doc_ids - known)[:3]}")
             before = self._scalar("MATCH (c:Chunk) RETURN count(*)")
@@ -382,17 +408,14 @@ ENTITY_CREATE = (
 )
 
 
-def _entity_row(entity: Entity) -> dict[str, Any]:
-    return {
-        "id": entity.id, "name": entity.name, "key": entity.key, "type": entity.type,
-        "aliases": entity.aliases, "alias_keys": entity.alias_keys, "sources": entity.sources,
-    }
-
-
 def _entity_columns(entities: Sequence[Entity]) -> dict[str, list[Any]]:
     """Column lists in the Entity table's declared order, as COPY wants them."""
     return {
-        "id": [e.id for e in entities], "name": [e.name for e in entities], "key": [e.key for e in entities],
-        "type": [e.type for e in entities], "aliases": [e.aliases for e in entities],
-        "alias_keys": [e.alias_keys for e in entities], "sources": [e.sources for e in entities],
+        "id": [e.id for e in entities],
+        "name": [e.name for e in entities],
+        "key": [e.key for e in entities],
+        "type": [e.type for e in entities],
+        "aliases": [e.aliases for e in entities],
+        "alias_keys": [e.alias_keys for e in entities],
+        "sources": [e.sources for e in entities],
     }

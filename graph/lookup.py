@@ -22,14 +22,12 @@ class FuzzyNameIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def search(self, name: str, limit: int = 5, min_score: float = 80.0) -> list[tuple[str, float]]:
+    def search(self, name: str, limit: int = 5, min_score: float = 75.0) -> list[tuple[str, float]]:
         """(entity id, score 0-100) of the closest names, best first, one entry per entity."""
         query = normalised_key(name)
         if not query or not self._keys:
             return []
-        hits = process.extract(
-            query, self._keys, scorer=fuzz.WRatio, limit=limit * 4, score_cutoff=min_score
-        )
+        hits = process.extract(query, self._keys, scorer=fuzz.token_sort_ratio, limit=limit * 4, score_cutoff=min_score)
         best: dict[str, float] = {}
         for _key, score, position in hits:
             entity_id = self._ids[position]

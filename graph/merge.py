@@ -18,20 +18,27 @@ def union(existing: Sequence[str], extra: Iterable[str]) -> list[str]:
     return merged
 
 
+def merged_fields(
+    type_: str, aliases: list[str], sources: list[str], other: Entity
+) -> tuple[str, list[str], list[str]] | None:
+    """Type, aliases and sources of a stored entity once `other` (same id) is folded in; None if unchanged."""
+    if (not other.type or type_) and not other.aliases and set(other.sources) <= set(sources):
+        return None  # the common case on re-ingestion, decided without building lists
+    merged = (
+        type_ or other.type,
+        union(aliases, (a for a in other.aliases if a != other.name)),
+        union(sources, other.sources),
+    )
+    return None if merged == (type_, aliases, sources) else merged
+
+
 def merge_entity(into: Entity, other: Entity) -> bool:
     """Fold `other` into `into` (same id); returns whether `into` changed."""
-    changed = False
-    if not into.type and other.type:
-        into.type, changed = other.type, True
-    aliases = union(into.aliases, (a for a in other.aliases if a != into.name))
-    if other.name != into.name and other.name not in aliases:
-        aliases.append(other.name)
-    if aliases != into.aliases:
-        into.aliases, changed = aliases, True
-    sources = union(into.sources, other.sources)
-    if sources != into.sources:
-        into.sources, changed = sources, True
-    return changed
+    merged = merged_fields(into.type, into.aliases, into.sources, other)
+    if merged is None:
+        return False
+    into.type, into.aliases, into.sources = merged
+    return True
 
 
 def dedupe_entities(entities: Iterable[Entity]) -> dict[str, Entity]:
@@ -45,8 +52,12 @@ def dedupe_entities(entities: Iterable[Entity]) -> dict[str, Entity]:
             continue
         if entity.id not in copied:
             seen = by_id[entity.id] = Entity(
-                name=seen.name, type=seen.type, aliases=list(seen.aliases),
-                sources=list(seen.sources), id=seen.id, key=seen.key,
+                name=seen.name,
+                type=seen.type,
+                aliases=list(seen.aliases),
+                sources=list(seen.sources),
+                id=seen.id,
+                key=seen.key,
             )
             copied.add(entity.id)
         merge_entity(seen, entity)

@@ -55,9 +55,14 @@ class Entity:
 
     @property
     def alias_keys(self) -> list[str]:
-        if not self.aliases:
-            return []
-        return sorted({normalised_key(a) for a in self.aliases} - {self.key})
+        return alias_keys(self.key, self.aliases)
+
+
+def alias_keys(key: str, aliases: list[str]) -> list[str]:
+    """Normalised keys of an entity's aliases, less its own key: what a normalised lookup also matches."""
+    if not aliases:
+        return []
+    return sorted({normalised_key(a) for a in aliases} - {key})
 
 
 @dataclass(slots=True)

@@ -78,8 +78,12 @@ RETURN a.id AS origin, r.type AS type, b.id AS neighbour, b.name AS name, startN
 
 def _entity(record: Any) -> Entity:
     return Entity(
-        name=record["name"], key=record["key"], type=record["type"] or "",
-        aliases=list(record["aliases"] or []), sources=list(record["sources"] or []), id=record["id"],
+        name=record["name"],
+        key=record["key"],
+        type=record["type"] or "",
+        aliases=list(record["aliases"] or []),
+        sources=list(record["sources"] or []),
+        id=record["id"],
     )
 
 
@@ -133,8 +137,15 @@ class Neo4jGraphStore:
 
     def upsert_entities(self, entities: Sequence[Entity]) -> int:
         rows = [
-            {"id": e.id, "name": e.name, "key": e.key, "type": e.type, "aliases": e.aliases,
-             "alias_keys": e.alias_keys, "sources": e.sources}
+            {
+                "id": e.id,
+                "name": e.name,
+                "key": e.key,
+                "type": e.type,
+                "aliases": e.aliases,
+                "alias_keys": e.alias_keys,
+                "sources": e.sources,
+            }
             for e in dedupe_entities(entities).values()
         ]
         created = 0
@@ -151,9 +162,8 @@ class Neo4jGraphStore:
         created = 0
         with self.transaction():
             found = {
-                row[0] for row in self._rows(
-                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": endpoint_ids}
-                )
+                row[0]
+                for row in self._rows("UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": endpoint_ids})
             }
             missing = set(endpoint_ids) - found
             if missing:
@@ -167,8 +177,13 @@ class Neo4jGraphStore:
 
     def upsert_documents(self, documents: Sequence[Document]) -> int:
         rows = [
-            {"id": d.id, "title": d.title, "source_path": d.source_path,
-             "content_hash": d.content_hash, "metadata_json": d.metadata_json}
+            {
+                "id": d.id,
+                "title": d.title,
+                "source_path": d.source_path,
+                "content_hash": d.content_hash,
+                "metadata_json": d.metadata_json,
+            }
             for d in documents
         ]
         with self.transaction():
@@ -183,15 +198,21 @@ class Neo4jGraphStore:
 
     def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
         rows = [
-            {"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text,
-             "mentions": list(dict.fromkeys(c.mentions))}
+            {
+                "id": c.id,
+                "doc_id": c.doc_id,
+                "ordinal": c.ordinal,
+                "text": c.text,
+                "mentions": list(dict.fromkeys(c.mentions)),
+            }
             for c in chunks
         ]
         with self.transaction():
             doc_ids = list({c.doc_id for c in chunks})
-            known = {row[0] for row in self._rows(
-                "UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": doc_ids}
-            )}
+            known = {
+                row[0]
+                for row in self._rows("UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": doc_ids})
+            }
             if set(doc_ids) - known:
                 raise GraphStoreError(f"chunks refer to unknown documents {sorted(set(doc_ids) - known)[:3]}")
             return self._scalar(
@@ -214,23 +235,22 @@ class Neo4jGraphStore:
         with self.transaction():
             chunks = self._scalar(
                 "MATCH (c:Chunk {doc_id: $s}) WITH collect(c) AS cs, count(c) AS n "
-                "FOREACH (c IN cs | DETACH DELETE c) RETURN n", params
+                "FOREACH (c IN cs | DETACH DELETE c) RETURN n",
+                params,
             )
             documents = self._scalar(
                 "OPTIONAL MATCH (d:Document {id: $s}) WITH collect(d) AS ds "
-                "FOREACH (d IN ds | DETACH DELETE d) RETURN size(ds)", params
+                "FOREACH (d IN ds | DETACH DELETE d) RETURN size(ds)",
+                params,
             )
             self._rows(
-                "MATCH ()-[r:RELATION]->() WHERE $s IN r.sources "
-                "SET r.sources = [x IN r.sources WHERE x <> $s]", params
+                "MATCH ()-[r:RELATION]->() WHERE $s IN r.sources SET r.sources = [x IN r.sources WHERE x <> $s]", params
             )
             relations = self._scalar(
                 "OPTIONAL MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 "
                 "WITH collect(r) AS rs FOREACH (r IN rs | DELETE r) RETURN size(rs)"
             )
-            self._rows(
-                "MATCH (e:Entity) WHERE $s IN e.sources SET e.sources = [x IN e.sources WHERE x <> $s]", params
-            )
+            self._rows("MATCH (e:Entity) WHERE $s IN e.sources SET e.sources = [x IN e.sources WHERE x <> $s]", params)
             entities = self._scalar(
                 "OPTIONAL MATCH (e:Entity) WHERE size(e.sources) = 0 "
                 "AND NOT EXISTS { (e)-[:RELATION]-() } AND NOT EXISTS { (:Chunk)-[:MENTIONS]->(e) } "

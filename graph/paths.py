@@ -76,9 +76,7 @@ class Path:
         ]
 
 
-def neighbourhood(
-    store: GraphStore, start_ids: Sequence[str], hops: int = 2, limit: int = 10_000
-) -> list[Path]:
+def neighbourhood(store: GraphStore, start_ids: Sequence[str], hops: int = 2, limit: int = 10_000) -> list[Path]:
     """Simple paths of 1..`hops` relations from any start entity, both edge directions, shortest first.
 
     Expands one hop at a time with one batched `edges` query per hop, so the cost follows the paths

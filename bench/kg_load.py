@@ -1,0 +1,111 @@
+"""Benchmark: load the MetaQA knowledge graph into a fresh embedded store.
+
+Each run is a fresh child process (so peak memory is per run, not cumulative) that loads the whole file,
+then loads it again to time an idempotent re-run, then times a 2-hop neighbourhood query.
+Writes bench/results/kg_load.json. Target (issue 2): the whole file in 5 s or less on 2 cores.
+
+    python bench/kg_load.py [--runs 3] [--kb ../shared/data/metaqa/kb.tsv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_KB = ROOT.parent / "shared" / "data" / "metaqa" / "kb.tsv"
+RESULTS = ROOT / "bench" / "results"
+TARGET_SECONDS = 5.0
+
+
+def child(kb: Path) -> dict[str, float]:
+    sys.path.insert(0, str(ROOT))
+    from graph.embedded import EmbeddedGraphStore
+    from graph.model import entity_id
+    from graph.paths import neighbourhood
+    from ingest.triples import ingest_triples
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedGraphStore(Path(tmp) / "graph.lbug") as store:
+        start = time.perf_counter()
+        report = ingest_triples(store, kb)
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        again = ingest_triples(store, kb)
+        rerun_seconds = time.perf_counter() - start
+        counts = store.counts()
+        start = time.perf_counter()
+        paths = neighbourhood(store, [entity_id("Drama")], hops=2, limit=1_000_000)
+        drama_seconds = time.perf_counter() - start
+    assert again.relations_created == 0 and again.entities_created == 0
+    return {
+        "triples": report.rows,
+        "entities": counts.entities,
+        "relations": counts.relations,
+        "seconds": seconds,
+        "rerun_seconds": rerun_seconds,
+        "drama_2hop_paths": len(paths),
+        "drama_2hop_seconds": drama_seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kb", type=Path, default=DEFAULT_KB)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.kb)))
+        return
+
+    runs = []
+    for number in range(1, args.runs + 1):
+        output = subprocess.run(
+            [sys.executable, __file__, "--child", "--kb", str(args.kb)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1]))
+        print(f"run {number}: {runs[-1]['seconds']:.2f} s, rerun {runs[-1]['rerun_seconds']:.2f} s", file=sys.stderr)
+
+    seconds = statistics.median(r["seconds"] for r in runs)
+    first = runs[0]
+    result = {
+        "benchmark": "kg_load",
+        "kb": str(args.kb),
+        "triples": first["triples"],
+        "entities": first["entities"],
+        "relations": first["relations"],
+        "seconds": round(seconds, 3),
+        "triples_per_s": round(first["triples"] / seconds),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "rerun_seconds": round(statistics.median(r["rerun_seconds"] for r in runs), 3),
+        "drama_2hop_paths": first["drama_2hop_paths"],
+        "drama_2hop_seconds": round(statistics.median(r["drama_2hop_seconds"] for r in runs), 3),
+        "runs_seconds": [round(r["seconds"], 3) for r in runs],
+        "target_seconds": TARGET_SECONDS,
+        "meets_target": seconds <= TARGET_SECONDS,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    target = RESULTS / "kg_load.json"
+    partial = target.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    partial.replace(target)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

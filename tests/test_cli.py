@@ -1,0 +1,107 @@
+"""The trellis CLI as a user runs it: ingest-triples, status, errors, and the one-writer rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from app.cli import app
+
+runner = CliRunner()
+STATUS_KEYS = ["backend", "data_dir", "entities", "relations", "documents", "chunks", "vectors"]
+
+
+def status_json(data_dir: Path) -> dict[str, object]:
+    result = runner.invoke(app, ["status", "--json", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_status_of_a_new_data_dir_creates_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    status = status_json(data_dir)
+    assert list(status) == STATUS_KEYS
+    assert status["backend"] == "embedded"
+    assert status["entities"] == status["relations"] == status["vectors"] == 0
+    assert not data_dir.exists()
+
+
+def test_ingest_then_status(tmp_path: Path) -> None:
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(
+        '{"head": "Alice", "relation": "knows", "tail": "Bob"}\n'
+        '{"head": "Bob", "relation": "knows", "tail": "Carol"}\n',
+        encoding="utf-8",
+    )
+    data_dir = tmp_path / "data"
+    result = runner.invoke(app, ["ingest-triples", str(kb), "--data-dir", str(data_dir), "--source", "people"])
+    assert result.exit_code == 0, result.output
+    assert "3 new entities, 2 new relations" in result.stdout
+    status = status_json(data_dir)
+    assert (status["entities"], status["relations"], status["data_dir"]) == (3, 2, str(data_dir.resolve()))
+    result = runner.invoke(app, ["status", "--data-dir", str(data_dir)])
+    assert "relations" in result.stdout and "embedded" in result.stdout
+
+
+def test_bad_file_exits_non_zero_naming_file_and_line(tmp_path: Path) -> None:
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("a\tr\tb\nbroken line\n", encoding="utf-8")
+    data_dir = tmp_path / "data"
+    result = runner.invoke(app, ["ingest-triples", str(kb), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert f"{kb}:2:" in result.stderr
+    assert status_json(data_dir)["relations"] == 0
+    result = runner.invoke(app, ["ingest-triples", str(kb), "--data-dir", str(data_dir), "--skip-invalid"])
+    assert result.exit_code == 0
+    assert f"skipped {kb}:2:" in result.stderr
+    assert status_json(data_dir)["relations"] == 1
+
+
+def test_a_second_writer_gets_a_clear_error_and_readers_still_work(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("a\tr\tb\n", encoding="utf-8")
+    assert runner.invoke(app, ["ingest-triples", str(kb), "--data-dir", str(data_dir)]).exit_code == 0
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys
+            from graph.embedded import EmbeddedGraphStore
+            store = EmbeddedGraphStore({str(data_dir / "graph.lbug")!r})
+            print("holding", flush=True)
+            sys.stdin.read()
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        second = subprocess.run(
+            [sys.executable, "-m", "app.cli", "ingest-triples", str(kb), "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1
+        assert f"PID {holder.pid}" in second.stderr
+        assert "one writer" in second.stderr
+        assert "Traceback" not in second.stderr
+        reader = subprocess.run(
+            [sys.executable, "-m", "app.cli", "status", "--json", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert reader.returncode == 0, reader.stderr
+        assert json.loads(reader.stdout)["relations"] == 1
+    finally:
+        holder.communicate("", timeout=60)
