@@ -61,16 +61,14 @@ def ingest_triples_command(
     )
     tasks: dict[str, int] = {}
 
-    def advance(stage: str, done: int, total: int) -> None:
+    def advance(stage: str, done: int, total: int | None) -> None:
         if stage not in tasks:
             tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done)
+        progress.update(tasks[stage], completed=done, total=total)
 
     try:
         with progress:
-            reading = progress.add_task("reading", total=None)
             report = ingest_triples(store, file, source=source, skip_invalid=skip_invalid, progress=advance)
-            progress.update(reading, total=1, completed=1)
     except TripleFileError as error:
         raise _fail(str(error)) from None
     except GraphStoreError as error:

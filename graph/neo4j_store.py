@@ -197,16 +197,7 @@ class Neo4jGraphStore:
             )
 
     def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
-        rows = [
-            {
-                "id": c.id,
-                "doc_id": c.doc_id,
-                "ordinal": c.ordinal,
-                "text": c.text,
-                "mentions": list(dict.fromkeys(c.mentions)),
-            }
-            for c in chunks
-        ]
+        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
         with self.transaction():
             doc_ids = list({c.doc_id for c in chunks})
             known = {
@@ -215,20 +206,25 @@ class Neo4jGraphStore:
             }
             if set(doc_ids) - known:
                 raise GraphStoreError(f"chunks refer to unknown documents {sorted(set(doc_ids) - known)[:3]}")
-            return self._scalar(
+            created = self._scalar(
                 "UNWIND $rows AS row "
                 "MATCH (d:Document {id: row.doc_id}) "
                 "MERGE (c:Chunk {id: row.id}) ON CREATE SET c._new = true "
                 "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.text = row.text "
                 "MERGE (d)-[:HAS_CHUNK]->(c) "
-                "WITH c, row "
-                "OPTIONAL MATCH (c)-[m:MENTIONS]->(:Entity) DELETE m "
-                "WITH DISTINCT c, row "
-                "CALL { WITH c, row UNWIND row.mentions AS eid MATCH (e:Entity {id: eid}) "
-                "MERGE (c)-[:MENTIONS]->(e) } "
                 "WITH c WHERE c._new REMOVE c._new RETURN count(c)",
                 {"rows": rows},
             )
+            self._rows(
+                "UNWIND $ids AS i MATCH (:Chunk {id: i})-[m:MENTIONS]->(:Entity) DELETE m",
+                {"ids": [c.id for c in chunks]},
+            )
+            self._rows(
+                "UNWIND $rows AS row MATCH (c:Chunk {id: row.c}) MATCH (e:Entity {id: row.e}) "
+                "MERGE (c)-[:MENTIONS]->(e)",
+                {"rows": [{"c": c.id, "e": e} for c in chunks for e in dict.fromkeys(c.mentions)]},
+            )
+            return created
 
     def delete_source(self, source: str) -> DeleteReport:
         params = {"s": source}

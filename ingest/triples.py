@@ -13,8 +13,9 @@ from pathlib import Path
 from graph.model import Entity, Relation
 from graph.store import GraphStore
 
-ProgressFn = Callable[[str, int, int], None]
-"""progress(stage, done, total): called as each batch lands."""
+ProgressFn = Callable[[str, int, int | None], None]
+"""progress(stage, done, total): called when a stage starts (done 0) and as each batch lands; total None
+while unknown."""
 
 FIELDS = ("head", "relation", "tail")
 SYNONYMS = {"subject": "head", "predicate": "relation", "object": "tail", "source": "head", "target": "tail"}
@@ -236,7 +237,10 @@ def ingest_triples(
     """
     path = Path(path)
     source = source or path.name
+    report_progress: ProgressFn = progress or (lambda _stage, _done, _total: None)
+    report_progress("reading", 0, None)
     rows, problems = read_triples(path)
+    report_progress("reading", len(rows) + len(problems), len(rows) + len(problems))
     if problems and not skip_invalid:
         raise TripleFileError(path, problems)
     report = TripleIngestReport(path=path, source=source, rows=len(rows), skipped=problems)
@@ -259,12 +263,16 @@ def ingest_triples(
     relations.sort(key=attrgetter("head_id"))
     entity_list = list(entities.values())
     with store.transaction():
-        for start in range(0, len(entity_list), batch_size):
-            report.entities_created += store.upsert_entities(entity_list[start : start + batch_size])
-            if progress:
-                progress("entities", min(start + batch_size, len(entity_list)), len(entity_list))
-        for start in range(0, len(relations), batch_size):
-            report.relations_created += store.upsert_relations(relations[start : start + batch_size])
-            if progress:
-                progress("relations", min(start + batch_size, len(relations)), len(relations))
+        for stage, items, upsert in (
+            ("entities", entity_list, store.upsert_entities),
+            ("relations", relations, store.upsert_relations),
+        ):
+            report_progress(stage, 0, len(items))
+            for start in range(0, len(items), batch_size):
+                created = upsert(items[start : start + batch_size])
+                if stage == "entities":
+                    report.entities_created += created
+                else:
+                    report.relations_created += created
+                report_progress(stage, min(start + batch_size, len(items)), len(items))
     return report
