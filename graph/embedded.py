@@ -58,6 +58,7 @@ RETURN a.id, r.type, b.id, b.name, false AS forward
 # Below this many rows a parameterised CREATE beats COPY's fixed cost.
 _COPY_THRESHOLD = 64
 _LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
+_RECOVERY_PENDING = "checkpoint recovery is pending"
 
 
 def _entity(row: Sequence[Any]) -> Entity:
@@ -76,21 +77,35 @@ class EmbeddedGraphStore:
             raise GraphStoreError(f"no graph store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = ladybug.Database(str(self.path), read_only=read_only)
+            self._db = self._open_database(read_only)
         except RuntimeError as error:
-            held = _LOCK_PID.search(str(error))
-            if held:
-                raise StoreLockedError(
-                    f"{self.path} is open for writing by another process (PID {held.group(1)}); "
-                    "the embedded store allows one writer at a time. Stop that process or wait for it."
-                ) from None
-            raise GraphStoreError(f"cannot open graph store {self.path}: {error}") from error
+            if not (read_only and _RECOVERY_PENDING in str(error)):
+                raise self._open_error(error) from None
+            # A writer was killed mid-checkpoint. Opening read-write replays its log (committed work kept,
+            # the rest dropped); if a live writer holds the file, that fails with the usual lock error.
+            try:
+                self._open_database(read_only=False).close()
+                self._db = self._open_database(read_only=True)
+            except RuntimeError as retry_error:
+                raise self._open_error(retry_error) from None
         self._conn = ladybug.Connection(self._db)
         self._tx_depth = 0
         self._fuzzy: FuzzyNameIndex | None = None
         if not read_only:
             for statement in SCHEMA:
                 self._conn.execute(statement)
+
+    def _open_database(self, read_only: bool) -> ladybug.Database:
+        return ladybug.Database(str(self.path), read_only=read_only)
+
+    def _open_error(self, error: RuntimeError) -> GraphStoreError:
+        held = _LOCK_PID.search(str(error))
+        if held:
+            return StoreLockedError(
+                f"{self.path} is open for writing by another process (PID {held.group(1)}); "
+                "the embedded store allows one writer at a time. Stop that process or wait for it."
+            )
+        return GraphStoreError(f"cannot open graph store {self.path}: {error}")
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -350,6 +365,8 @@ class EmbeddedGraphStore:
             ]
             return hits[:limit]
         if mode == "normalised":
+            if not normalised_key(name):
+                return []
             return [
                 _entity(row)
                 for row in self._rows(

@@ -97,7 +97,7 @@ class Neo4jGraphStore:
 
     backend = "neo4j"
 
-    def __init__(self, uri: str, user: str, password: str, database: str = "neo4j") -> None:
+    def __init__(self, uri: str, user: str, password: str, database: str = "neo4j", read_only: bool = False) -> None:
         self.uri = uri
         self.database = database
         try:
@@ -108,8 +108,9 @@ class Neo4jGraphStore:
         self._session = self._driver.session(database=database)
         self._tx: neo4j.Transaction | None = None
         self._fuzzy: FuzzyNameIndex | None = None
-        for statement in SCHEMA:
-            self._session.run(statement).consume()
+        if not read_only:
+            for statement in SCHEMA:
+                self._session.run(statement).consume()
 
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[neo4j.Record]:
         runner = self._tx if self._tx is not None else self._session
@@ -272,6 +273,8 @@ class Neo4jGraphStore:
             )
             rows = self._rows(query, {"id": entity_id(name), "name": canonical_name(name)})
         elif mode == "normalised":
+            if not normalised_key(name):
+                return []
             query = (
                 f"MATCH (e:Entity {{key: $k}}) RETURN {ENTITY_FIELDS} UNION "
                 f"MATCH (e:Entity) WHERE $k IN e.alias_keys RETURN {ENTITY_FIELDS}"

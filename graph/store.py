@@ -74,6 +74,10 @@ class GraphStore(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> GraphStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 def open_store(settings: Settings, read_only: bool = False) -> GraphStore:
     """Open the backend that `settings.graph_uri` names."""
@@ -88,4 +92,5 @@ def open_store(settings: Settings, read_only: bool = False) -> GraphStore:
         user=settings.neo4j_user,
         password=settings.neo4j_password.get_secret_value(),
         database=settings.neo4j_database,
+        read_only=read_only,
     )

@@ -21,7 +21,7 @@ FIELDS = ("head", "relation", "tail")
 SYNONYMS = {"subject": "head", "predicate": "relation", "object": "tail", "source": "head", "target": "tail"}
 OPTIONAL_FIELDS = ("head_type", "tail_type")
 FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_NAME = 2_000
 
 

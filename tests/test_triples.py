@@ -62,7 +62,8 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
     jsonl = write(
         tmp_path / "bad.jsonl",
         '{"head": "a", "relation": "r", "tail": "b"}\n{"head": "a"}\n[1]\n{oops\n'
-        '{"head": "a", "relation": 3, "tail": "b"}\n',
+        '{"head": "a", "relation": 3, "tail": "b"}\n'
+        '{"head": "two\\nlines", "relation": "r", "tail": "b"}\n',
     )
     _rows, problems = read_triples(jsonl)
     assert [(p.line, p.reason.split(" ")[0]) for p in problems] == [
@@ -70,7 +71,9 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
         (3, "expected"),
         (4, "not"),
         (5, "field"),
+        (6, "field"),
     ]
+    assert "control character" in problems[-1].reason
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""kill -9 during ingestion: the store holds all of a run or none of it, and re-running converges."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def trellis(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def counts(data_dir: Path) -> tuple[int, int]:
+    status = subprocess.run(trellis("status", "--json", "--data-dir", str(data_dir)), capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    return report["entities"], report["relations"]
+
+
+@pytest.fixture(scope="module")
+def slice_kb(metaqa_kb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[int, int], float]:
+    """A 60k-line MetaQA slice, the counts it should produce, and how long an uninterrupted load takes."""
+    tmp = tmp_path_factory.mktemp("crash")
+    lines = metaqa_kb.read_text(encoding="utf-8").splitlines()[:60_000]
+    kb = tmp / "kb.tsv"
+    kb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    triples = {tuple(line.split("\t")) for line in lines}
+    expected = (len({n for h, _r, t in triples for n in (h, t)}), len(triples))
+    start = time.monotonic()
+    subprocess.run(
+        trellis("ingest-triples", str(kb), "--data-dir", str(tmp / "whole")), check=True, capture_output=True
+    )
+    uninterrupted = time.monotonic() - start
+    assert counts(tmp / "whole") == expected
+    return kb, expected, uninterrupted
+
+
+@pytest.mark.parametrize(
+    "fraction", [pytest.param(0.5, marks=pytest.mark.slow), 0.8, pytest.param(0.95, marks=pytest.mark.slow)]
+)
+def test_killed_ingestion_is_all_or_nothing_and_rerun_converges(
+    slice_kb: tuple[Path, tuple[int, int], float], tmp_path: Path, fraction: float
+) -> None:
+    kb, expected, uninterrupted = slice_kb
+    data_dir = tmp_path / "killed"
+    victim = subprocess.Popen(
+        trellis("ingest-triples", str(kb), "--data-dir", str(data_dir)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(uninterrupted * fraction)
+    victim.kill()
+    victim.wait()
+    assert counts(data_dir) in {(0, 0), expected}
+
+    rerun = subprocess.run(
+        trellis("ingest-triples", str(kb), "--data-dir", str(data_dir)), capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert counts(data_dir) == expected
