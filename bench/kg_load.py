@@ -4,7 +4,7 @@ Each run is a fresh child process (so peak memory is per run, not cumulative) th
 then loads it again to time an idempotent re-run, then times a 2-hop neighbourhood query.
 Writes bench/results/kg_load.json. Target (issue 2): the whole file in 5 s or less on 2 cores.
 
-    python bench/kg_load.py [--runs 3] [--kb ../shared/data/metaqa/kb.tsv]
+    python bench/kg_load.py [--runs 5] [--kb ../shared/data/metaqa/kb.tsv]
 """
 
 from __future__ import annotations
@@ -35,9 +35,24 @@ def child(kb: Path) -> dict[str, float]:
     from ingest.triples import ingest_triples
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedGraphStore(Path(tmp) / "graph.lbug") as store:
+        marks: dict[str, float] = {}
+
+        def mark(stage: str, done: int, total: int | None) -> None:
+            marks.setdefault(f"{stage}_start", time.perf_counter())
+            if done == total:
+                marks[f"{stage}_end"] = time.perf_counter()
+
         start = time.perf_counter()
-        report = ingest_triples(store, kb)
-        seconds = time.perf_counter() - start
+        report = ingest_triples(store, kb, progress=mark)
+        end = time.perf_counter()
+        seconds = end - start
+        stages = {
+            "read_and_validate": marks["reading_end"] - start,
+            "build_records": marks["entities_start"] - marks["reading_end"],
+            "write_entities": marks["entities_end"] - marks["entities_start"],
+            "write_relations": marks["relations_end"] - marks["relations_start"],
+            "commit": end - marks["relations_end"],
+        }
         start = time.perf_counter()
         again = ingest_triples(store, kb)
         rerun_seconds = time.perf_counter() - start
@@ -51,6 +66,7 @@ def child(kb: Path) -> dict[str, float]:
         "entities": counts.entities,
         "relations": counts.relations,
         "seconds": seconds,
+        "stages": stages,
         "rerun_seconds": rerun_seconds,
         "drama_2hop_paths": len(paths),
         "drama_2hop_seconds": drama_seconds,
@@ -61,7 +77,7 @@ def child(kb: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kb", type=Path, default=DEFAULT_KB)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,6 +106,9 @@ def main() -> None:
         "seconds": round(seconds, 3),
         "triples_per_s": round(first["triples"] / seconds),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "stages_seconds": {
+            stage: round(statistics.median(r["stages"][stage] for r in runs), 3) for stage in first["stages"]
+        },
         "rerun_seconds": round(statistics.median(r["rerun_seconds"] for r in runs), 3),
         "drama_2hop_paths": first["drama_2hop_paths"],
         "drama_2hop_seconds": round(statistics.median(r["drama_2hop_seconds"] for r in runs), 3),

