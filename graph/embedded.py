@@ -17,22 +17,17 @@ from typing import Any
 import ladybug
 import pandas as pd
 
-from graph.lookup import FuzzyNameIndex
+from graph.cypher_store import ENTITY_FIELDS, CypherGraphStore
 from graph.merge import dedupe_entities, dedupe_relations, merged_fields, union
 from graph.model import (
     Chunk,
     DeleteReport,
     Document,
-    Edge,
     Entity,
     Relation,
-    StoreCounts,
     alias_keys,
-    canonical_name,
-    entity_id,
-    normalised_key,
 )
-from graph.store import GraphStoreError, MatchMode, StoreLockedError
+from graph.store import GraphStoreError, StoreLockedError
 
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING PRIMARY KEY, name STRING, key STRING, type STRING, "
@@ -44,8 +39,6 @@ SCHEMA = (
     "CREATE REL TABLE IF NOT EXISTS HAS_CHUNK(FROM Document TO Chunk)",
     "CREATE REL TABLE IF NOT EXISTS MENTIONS(FROM Chunk TO Entity)",
 )
-
-ENTITY_FIELDS = "e.id, e.name, e.key, e.type, e.aliases, e.sources"
 
 EDGES_QUERY = """
 UNWIND $ids AS i MATCH (a:Entity {id: i})-[r:RELATION]->(b:Entity)
@@ -61,14 +54,17 @@ _LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
 _RECOVERY_PENDING = "checkpoint recovery is pending"
 
 
-def _entity(row: Sequence[Any]) -> Entity:
-    return Entity(name=row[1], key=row[2], type=row[3], aliases=list(row[4]), sources=list(row[5]), id=row[0])
-
-
-class EmbeddedGraphStore:
+class EmbeddedGraphStore(CypherGraphStore):
     """`GraphStore` over a LadybugDB file. Not thread-safe: share one per thread, or serialise calls."""
 
     backend = "embedded"
+    ALIAS_QUERY = f"MATCH (e:Entity) WHERE list_contains(e.aliases, $name) RETURN {ENTITY_FIELDS}"
+    KEY_QUERY = f"MATCH (e:Entity) WHERE e.key = $k OR list_contains(e.alias_keys, $k) RETURN {ENTITY_FIELDS}"
+    EDGES_QUERY = EDGES_QUERY
+    RELATION_TYPES_QUERY = (
+        "MATCH (e:Entity {id: $i})-[r:RELATION]->() RETURN r.type, true, count(*) "
+        "UNION ALL MATCH (e:Entity {id: $i})<-[r:RELATION]-() RETURN r.type, false, count(*)"
+    )
 
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
@@ -90,7 +86,6 @@ class EmbeddedGraphStore:
                 raise self._open_error(retry_error) from None
         self._conn = ladybug.Connection(self._db)
         self._tx_depth = 0
-        self._fuzzy: FuzzyNameIndex | None = None
         if not read_only:
             for statement in SCHEMA:
                 self._conn.execute(statement)
@@ -115,9 +110,6 @@ class EmbeddedGraphStore:
     def _run(self, query: str, params: dict[str, Any] | None = None) -> None:
         self._conn.execute(query, params or {})
 
-    def _scalar(self, query: str, params: dict[str, Any] | None = None) -> Any:
-        return self._rows(query, params)[0][0]
-
     @contextmanager
     def transaction(self) -> Iterator[None]:
         if self._tx_depth:
@@ -134,13 +126,10 @@ class EmbeddedGraphStore:
         except BaseException:
             self._tx_depth = 0
             self._run("ROLLBACK")
-            self._fuzzy = None
+            self._names_changed()
             raise
         self._tx_depth = 0
         self._run("COMMIT")
-
-    def _written(self) -> None:
-        self._fuzzy = None
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -180,7 +169,7 @@ class EmbeddedGraphStore:
                 )
             if new:
                 self._insert("Entity", _entity_columns(new), ENTITY_CREATE)
-            self._written()
+            self._names_changed()
         return len(new)
 
     def upsert_relations(self, relations: Sequence[Relation]) -> int:
@@ -189,18 +178,7 @@ class EmbeddedGraphStore:
             return 0
         endpoint_ids = {i for r in incoming.values() for i in (r.head_id, r.tail_id)}
         with self.transaction():
-            found = {
-                row[0]
-                for row in self._rows(
-                    "UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": list(endpoint_ids)}
-                )
-            }
-            missing = endpoint_ids - found
-            if missing:
-                raise GraphStoreError(
-                    f"{len(missing)} relation endpoint(s) are not stored entities, e.g. {sorted(missing)[:3]}; "
-                    "upsert the entities first"
-                )
+            self._require_entities(endpoint_ids)
             heads = list({r.head_id for r in incoming.values()})
             stored: dict[tuple[str, str, str], list[str]] = {
                 (row[0], row[1], row[2]): list(row[3])
@@ -280,13 +258,7 @@ class EmbeddedGraphStore:
         rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
         mentions = [{"c": c.id, "e": e} for c in chunks for e in dict.fromkeys(c.mentions)]
         with self.transaction():
-            doc_ids = {c.doc_id for c in chunks}
-            known = {
-                row[0]
-                for row in self._rows("UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": list(doc_ids)})
-            }
-            if doc_ids - known:
-                raise GraphStoreError(f"chunks refer to unknown documents {sorted(doc_ids - known)[:3]}")
+            self._require_documents({c.doc_id for c in chunks})
             before = self._scalar("MATCH (c:Chunk) RETURN count(*)")
             self._run(
                 "UNWIND $rows AS row MERGE (c:Chunk {id: row.id}) "
@@ -338,85 +310,12 @@ class EmbeddedGraphStore:
             )
             entities = self._scalar(f"{orphans} RETURN count(*)")
             self._run(f"{orphans} DETACH DELETE e")
-            self._written()
+            self._names_changed()
         return DeleteReport(source, relations, entities, documents, chunks)
-
-    # -- reads ------------------------------------------------------------------------------------
-
-    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
-        found = {
-            row[0]: _entity(row)
-            for row in self._rows(
-                f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}", {"ids": list(ids)}
-            )
-        }
-        return [found[i] for i in dict.fromkeys(ids) if i in found]
-
-    def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
-        if mode == "exact":
-            hits = self.get_entities([entity_id(name)])
-            hits += [
-                _entity(row)
-                for row in self._rows(
-                    f"MATCH (e:Entity) WHERE list_contains(e.aliases, $name) RETURN {ENTITY_FIELDS} LIMIT $n",
-                    {"name": canonical_name(name), "n": limit},
-                )
-                if not hits or row[0] != hits[0].id
-            ]
-            return hits[:limit]
-        if mode == "normalised":
-            if not normalised_key(name):
-                return []
-            return [
-                _entity(row)
-                for row in self._rows(
-                    "MATCH (e:Entity) WHERE e.key = $k OR list_contains(e.alias_keys, $k) "
-                    f"RETURN {ENTITY_FIELDS} ORDER BY e.name LIMIT $n",
-                    {"k": normalised_key(name), "n": limit},
-                )
-            ]
-        if mode == "fuzzy":
-            if self._fuzzy is None:
-                self._fuzzy = FuzzyNameIndex(self.iter_entity_names())
-            return self.get_entities([i for i, _score in self._fuzzy.search(name, limit)])
-        raise ValueError(f"unknown match mode {mode!r}")
-
-    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
-        for entity, name, aliases in self._rows("MATCH (e:Entity) RETURN e.id, e.name, e.aliases"):
-            yield entity, name
-            for alias in aliases:
-                yield entity, alias
-
-    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
-        if not entity_ids:
-            return []
-        return [Edge(*row) for row in self._rows(EDGES_QUERY, {"ids": list(dict.fromkeys(entity_ids))})]
-
-    def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
-        rows = self._rows(
-            "MATCH (e:Entity {id: $i})-[r:RELATION]->() RETURN r.type, true, count(*) "
-            "UNION ALL MATCH (e:Entity {id: $i})<-[r:RELATION]-() RETURN r.type, false, count(*)",
-            {"i": entity_id},
-        )
-        return sorted(((t, f, n) for t, f, n in rows), key=lambda row: (-row[2], row[0], not row[1]))
-
-    def counts(self) -> StoreCounts:
-        return StoreCounts(
-            entities=self._scalar("MATCH (e:Entity) RETURN count(*)"),
-            relations=self._scalar("MATCH ()-[r:RELATION]->() RETURN count(*)"),
-            documents=self._scalar("MATCH (d:Document) RETURN count(*)"),
-            chunks=self._scalar("MATCH (c:Chunk) RETURN count(*)"),
-        )
 
     def close(self) -> None:
         self._conn.close()
         self._db.close()
-
-    def __enter__(self) -> EmbeddedGraphStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 ENTITY_CREATE = (

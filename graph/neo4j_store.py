@@ -13,21 +13,16 @@ from typing import Any
 
 import neo4j
 
-from graph.lookup import FuzzyNameIndex
+from graph.cypher_store import ENTITY_FIELDS, CypherGraphStore
 from graph.merge import dedupe_entities, dedupe_relations
 from graph.model import (
     Chunk,
     DeleteReport,
     Document,
-    Edge,
     Entity,
     Relation,
-    StoreCounts,
-    canonical_name,
-    entity_id,
-    normalised_key,
 )
-from graph.store import GraphStoreError, MatchMode
+from graph.store import GraphStoreError
 
 BATCH = 5_000
 
@@ -40,8 +35,6 @@ SCHEMA = (
     "CREATE INDEX trellis_chunk_doc IF NOT EXISTS FOR (c:Chunk) ON (c.doc_id)",
     "CREATE INDEX trellis_relation_type IF NOT EXISTS FOR ()-[r:RELATION]-() ON (r.type)",
 )
-
-ENTITY_FIELDS = "e.id AS id, e.name AS name, e.key AS key, e.type AS type, e.aliases AS aliases, e.sources AS sources"
 
 UPSERT_ENTITIES = """
 UNWIND $rows AS row
@@ -69,33 +62,27 @@ REMOVE r._new
 RETURN count(r) AS created
 """
 
-EDGES_QUERY = """
-UNWIND $ids AS i
-MATCH (a:Entity {id: i})-[r:RELATION]-(b:Entity)
-RETURN a.id AS origin, r.type AS type, b.id AS neighbour, b.name AS name, startNode(r) = a AS forward
-"""
-
-
-def _entity(record: Any) -> Entity:
-    return Entity(
-        name=record["name"],
-        key=record["key"],
-        type=record["type"] or "",
-        aliases=list(record["aliases"] or []),
-        sources=list(record["sources"] or []),
-        id=record["id"],
-    )
-
 
 def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(rows), BATCH):
         yield rows[start : start + BATCH]
 
 
-class Neo4jGraphStore:
+class Neo4jGraphStore(CypherGraphStore):
     """`GraphStore` over a Neo4j 5 server reached by Bolt."""
 
     backend = "neo4j"
+    ALIAS_QUERY = f"MATCH (e:Entity) WHERE $name IN e.aliases RETURN {ENTITY_FIELDS}"
+    # Two branches so that the key branch uses the index on :Entity(key).
+    KEY_QUERY = (
+        f"MATCH (e:Entity {{key: $k}}) RETURN {ENTITY_FIELDS} "
+        f"UNION MATCH (e:Entity) WHERE $k IN e.alias_keys RETURN {ENTITY_FIELDS}"
+    )
+    EDGES_QUERY = (
+        "UNWIND $ids AS i MATCH (a:Entity {id: i})-[r:RELATION]-(b:Entity) "
+        "RETURN a.id, r.type, b.id, b.name, startNode(r) = a"
+    )
+    RELATION_TYPES_QUERY = "MATCH (e:Entity {id: $i})-[r:RELATION]-() RETURN r.type, startNode(r) = e, count(*)"
 
     def __init__(self, uri: str, user: str, password: str, database: str = "neo4j", read_only: bool = False) -> None:
         self.uri = uri
@@ -107,7 +94,6 @@ class Neo4jGraphStore:
             raise GraphStoreError(f"cannot reach Neo4j at {uri}: {error}") from error
         self._session = self._driver.session(database=database)
         self._tx: neo4j.Transaction | None = None
-        self._fuzzy: FuzzyNameIndex | None = None
         if not read_only:
             for statement in SCHEMA:
                 self._session.run(statement).consume()
@@ -115,9 +101,6 @@ class Neo4jGraphStore:
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[neo4j.Record]:
         runner = self._tx if self._tx is not None else self._session
         return list(runner.run(query, params or {}))
-
-    def _scalar(self, query: str, params: dict[str, Any] | None = None) -> Any:
-        return self._rows(query, params)[0][0]
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -129,7 +112,7 @@ class Neo4jGraphStore:
             yield
         except BaseException:
             self._tx.rollback()
-            self._fuzzy = None
+            self._names_changed()
             raise
         else:
             self._tx.commit()
@@ -153,25 +136,16 @@ class Neo4jGraphStore:
         with self.transaction():
             for batch in _batches(rows):
                 created += self._scalar(UPSERT_ENTITIES, {"rows": batch})
-        self._fuzzy = None
+        self._names_changed()
         return created
 
     def upsert_relations(self, relations: Sequence[Relation]) -> int:
         incoming = dedupe_relations(relations).values()
         rows = [{"head": r.head_id, "type": r.type, "tail": r.tail_id, "sources": r.sources} for r in incoming]
-        endpoint_ids = list({i for r in incoming for i in (r.head_id, r.tail_id)})
+        endpoint_ids = {i for r in incoming for i in (r.head_id, r.tail_id)}
         created = 0
         with self.transaction():
-            found = {
-                row[0]
-                for row in self._rows("UNWIND $ids AS i MATCH (e:Entity {id: i}) RETURN e.id", {"ids": endpoint_ids})
-            }
-            missing = set(endpoint_ids) - found
-            if missing:
-                raise GraphStoreError(
-                    f"{len(missing)} relation endpoint(s) are not stored entities, e.g. {sorted(missing)[:3]}; "
-                    "upsert the entities first"
-                )
+            self._require_entities(endpoint_ids)
             for batch in _batches(rows):
                 created += self._scalar(UPSERT_RELATIONS, {"rows": batch})
         return created
@@ -200,13 +174,7 @@ class Neo4jGraphStore:
     def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
         rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
         with self.transaction():
-            doc_ids = list({c.doc_id for c in chunks})
-            known = {
-                row[0]
-                for row in self._rows("UNWIND $ids AS i MATCH (d:Document {id: i}) RETURN d.id", {"ids": doc_ids})
-            }
-            if set(doc_ids) - known:
-                raise GraphStoreError(f"chunks refer to unknown documents {sorted(set(doc_ids) - known)[:3]}")
+            self._require_documents({c.doc_id for c in chunks})
             created = self._scalar(
                 "UNWIND $rows AS row "
                 "MATCH (d:Document {id: row.doc_id}) "
@@ -253,78 +221,9 @@ class Neo4jGraphStore:
                 "AND NOT EXISTS { (e)-[:RELATION]-() } AND NOT EXISTS { (:Chunk)-[:MENTIONS]->(e) } "
                 "WITH collect(e) AS es FOREACH (e IN es | DETACH DELETE e) RETURN size(es)"
             )
-        self._fuzzy = None
+        self._names_changed()
         return DeleteReport(source, relations, entities, documents, chunks)
-
-    def get_entities(self, ids: Sequence[str]) -> list[Entity]:
-        found = {
-            record["id"]: _entity(record)
-            for record in self._rows(
-                f"UNWIND $ids AS i MATCH (e:Entity {{id: i}}) RETURN {ENTITY_FIELDS}", {"ids": list(ids)}
-            )
-        }
-        return [found[i] for i in dict.fromkeys(ids) if i in found]
-
-    def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
-        if mode == "exact":
-            query = (
-                f"MATCH (e:Entity {{id: $id}}) RETURN {ENTITY_FIELDS} UNION "
-                f"MATCH (e:Entity) WHERE $name IN e.aliases RETURN {ENTITY_FIELDS}"
-            )
-            rows = self._rows(query, {"id": entity_id(name), "name": canonical_name(name)})
-        elif mode == "normalised":
-            if not normalised_key(name):
-                return []
-            query = (
-                f"MATCH (e:Entity {{key: $k}}) RETURN {ENTITY_FIELDS} UNION "
-                f"MATCH (e:Entity) WHERE $k IN e.alias_keys RETURN {ENTITY_FIELDS}"
-            )
-            rows = sorted(self._rows(query, {"k": normalised_key(name)}), key=lambda r: r["name"])
-        elif mode == "fuzzy":
-            if self._fuzzy is None:
-                self._fuzzy = FuzzyNameIndex(self.iter_entity_names())
-            return self.get_entities([i for i, _score in self._fuzzy.search(name, limit)])
-        else:
-            raise ValueError(f"unknown match mode {mode!r}")
-        exact_first = sorted(rows, key=lambda r: r["id"] != entity_id(name))
-        return [_entity(r) for r in exact_first[:limit]]
-
-    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
-        for record in self._rows("MATCH (e:Entity) RETURN e.id AS id, e.name AS name, e.aliases AS aliases"):
-            yield record["id"], record["name"]
-            for alias in record["aliases"] or []:
-                yield record["id"], alias
-
-    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
-        if not entity_ids:
-            return []
-        return [
-            Edge(r["origin"], r["type"], r["neighbour"], r["name"], r["forward"])
-            for r in self._rows(EDGES_QUERY, {"ids": list(dict.fromkeys(entity_ids))})
-        ]
-
-    def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
-        rows = self._rows(
-            "MATCH (e:Entity {id: $i})-[r:RELATION]-() "
-            "RETURN r.type AS type, startNode(r) = e AS forward, count(*) AS n",
-            {"i": entity_id},
-        )
-        return sorted(((r["type"], r["forward"], r["n"]) for r in rows), key=lambda x: (-x[2], x[0], not x[1]))
-
-    def counts(self) -> StoreCounts:
-        return StoreCounts(
-            entities=self._scalar("MATCH (e:Entity) RETURN count(e)"),
-            relations=self._scalar("MATCH ()-[r:RELATION]->() RETURN count(r)"),
-            documents=self._scalar("MATCH (d:Document) RETURN count(d)"),
-            chunks=self._scalar("MATCH (c:Chunk) RETURN count(c)"),
-        )
 
     def close(self) -> None:
         self._session.close()
         self._driver.close()
-
-    def __enter__(self) -> Neo4jGraphStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import graph.cypher_store as cypher_store
 import graph.neo4j_store as neo4j_store
 
 LINTER = Path(__file__).parent / "cypher_lint"
@@ -21,20 +22,24 @@ CYPHER_START = ("MATCH", "OPTIONAL", "UNWIND", "CREATE", "MERGE", "WITH", "CALL"
 
 
 def cypher_statements() -> list[str]:
-    """String literals (f-strings evaluated against the module) in neo4j_store.py that are Cypher."""
-    tree = ast.parse(Path(neo4j_store.__file__).read_text(encoding="utf-8"))
+    """Cypher the Neo4j backend runs: its own and the shared base's string literals (f-strings evaluated)."""
+    return list(dict.fromkeys(s for module in (neo4j_store, cypher_store) for s in _module_statements(module)))
+
+
+def _module_statements(module: object) -> list[str]:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     fragments = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
     found: list[str] = []
     for node in ast.walk(tree):
         if id(node) in fragments or not isinstance(node, ast.JoinedStr | ast.Constant):
             continue
         try:
-            value = eval(compile(ast.Expression(node), "<cypher>", "eval"), vars(neo4j_store))
+            value = eval(compile(ast.Expression(node), "<cypher>", "eval"), vars(module))
         except NameError:  # an f-string of local values (an error message), not a query
             continue
         if isinstance(value, str) and value.strip().upper().startswith(CYPHER_START):
             found.append(value.strip())
-    return list(dict.fromkeys(found))
+    return found
 
 
 def test_the_backend_has_its_statements_found() -> None:
