@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -232,16 +233,7 @@ class EmbeddedGraphStore(CypherGraphStore):
     def upsert_documents(self, documents: Sequence[Document]) -> int:
         if not documents:
             return 0
-        rows = [
-            {
-                "id": d.id,
-                "title": d.title,
-                "source_path": d.source_path,
-                "content_hash": d.content_hash,
-                "metadata_json": d.metadata_json,
-            }
-            for d in documents
-        ]
+        rows = [asdict(d) for d in documents]
         with self.transaction():
             before = self._scalar("MATCH (d:Document) RETURN count(*)")
             self._run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import neo4j
@@ -151,16 +152,7 @@ class Neo4jGraphStore(CypherGraphStore):
         return created
 
     def upsert_documents(self, documents: Sequence[Document]) -> int:
-        rows = [
-            {
-                "id": d.id,
-                "title": d.title,
-                "source_path": d.source_path,
-                "content_hash": d.content_hash,
-                "metadata_json": d.metadata_json,
-            }
-            for d in documents
-        ]
+        rows = [asdict(d) for d in documents]
         with self.transaction():
             return self._scalar(
                 "UNWIND $rows AS row MERGE (d:Document {id: row.id}) "
