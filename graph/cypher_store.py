@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from graph.lookup import FuzzyNameIndex
-from graph.model import Edge, Entity, StoreCounts, canonical_name, entity_id, normalised_key
+from graph.model import Chunk, Edge, Entity, StoreCounts, canonical_name, entity_id, normalised_key
 from graph.store import GraphStoreError, MatchMode
 
 ENTITY_FIELDS = "e.id, e.name, e.key, e.type, e.aliases, e.sources"
@@ -84,6 +84,17 @@ class CypherGraphStore:
         else:
             raise ValueError(f"unknown match mode {mode!r}")
         return hits[:limit]
+
+    def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        rows = self._rows(
+            "UNWIND $ids AS i MATCH (d:Document)-[:HAS_CHUNK]->(c:Chunk {id: i}) "
+            "RETURN c.id, c.doc_id, c.ordinal, c.page, c.text, d.title",
+            {"ids": list(ids)},
+        )
+        found = {
+            r[0]: Chunk(id=r[0], doc_id=r[1], ordinal=r[2], page=r[3] or 0, text=r[4], title=r[5] or "") for r in rows
+        }
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     def iter_entity_names(self) -> Iterator[tuple[str, str]]:
         for entity, name, aliases in self._rows("MATCH (e:Entity) RETURN e.id, e.name, e.aliases"):

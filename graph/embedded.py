@@ -35,8 +35,9 @@ SCHEMA = (
     "aliases STRING[], alias_keys STRING[], sources STRING[])",
     "CREATE NODE TABLE IF NOT EXISTS Document(id STRING PRIMARY KEY, title STRING, source_path STRING, "
     "content_hash STRING, metadata_json STRING)",
-    "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING PRIMARY KEY, doc_id STRING, ordinal INT64, text STRING)",
-    "CREATE REL TABLE IF NOT EXISTS RELATION(FROM Entity TO Entity, type STRING, sources STRING[])",
+    "CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING PRIMARY KEY, doc_id STRING, ordinal INT64, page INT64, "
+    "text STRING)",
+    "CREATE REL TABLE IF NOT EXISTS RELATION(FROM Entity TO Entity, type STRING, sources STRING[], evidence STRING[])",
     "CREATE REL TABLE IF NOT EXISTS HAS_CHUNK(FROM Document TO Chunk)",
     "CREATE REL TABLE IF NOT EXISTS MENTIONS(FROM Chunk TO Entity)",
 )
@@ -181,26 +182,36 @@ class EmbeddedGraphStore(CypherGraphStore):
         with self.transaction():
             self._require_entities(endpoint_ids)
             heads = list({r.head_id for r in incoming.values()})
-            stored: dict[tuple[str, str, str], list[str]] = {
-                (row[0], row[1], row[2]): list(row[3])
+            stored: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {
+                (row[0], row[1], row[2]): (list(row[3]), list(row[4] or []))
                 for row in self._rows(
                     "UNWIND $ids AS i MATCH (h:Entity {id: i})-[r:RELATION]->(t:Entity) "
-                    "RETURN h.id, r.type, t.id, r.sources",
+                    "RETURN h.id, r.type, t.id, r.sources, r.evidence",
                     {"ids": heads},
                 )
             }
             changed, new = [], []
             for identity, relation in incoming.items():
                 if identity in stored:
-                    sources = union(stored[identity], relation.sources)
-                    if sources != stored[identity]:
-                        changed.append({"h": identity[0], "type": identity[1], "t": identity[2], "sources": sources})
+                    old_sources, old_evidence = stored[identity]
+                    sources = union(old_sources, relation.sources)
+                    evidence = union(old_evidence, relation.evidence)
+                    if (sources, evidence) != stored[identity]:
+                        changed.append(
+                            {
+                                "h": identity[0],
+                                "type": identity[1],
+                                "t": identity[2],
+                                "sources": sources,
+                                "evidence": evidence,
+                            }
+                        )
                 else:
                     new.append(relation)
             if changed:
                 self._run(
                     "UNWIND $rows AS row MATCH (h:Entity {id: row.h})-[r:RELATION]->(t:Entity {id: row.t}) "
-                    "WHERE r.type = row.type SET r.sources = row.sources",
+                    "WHERE r.type = row.type SET r.sources = row.sources, r.evidence = row.evidence",
                     {"rows": changed},
                 )
             if new:
@@ -211,9 +222,10 @@ class EmbeddedGraphStore(CypherGraphStore):
                         "to": [r.tail_id for r in new],
                         "type": [r.type for r in new],
                         "sources": [r.sources for r in new],
+                        "evidence": [r.evidence for r in new],
                     },
                     "UNWIND $rows AS row MATCH (h:Entity {id: row.from}) MATCH (t:Entity {id: row.to}) "
-                    "CREATE (h)-[:RELATION {type: row.type, sources: row.sources}]->(t)",
+                    "CREATE (h)-[:RELATION {type: row.type, sources: row.sources, evidence: row.evidence}]->(t)",
                 )
         return len(new)
 
@@ -247,14 +259,14 @@ class EmbeddedGraphStore(CypherGraphStore):
     def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
         if not chunks:
             return 0
-        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
+        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "page": c.page, "text": c.text} for c in chunks]
         mentions = [{"c": c.id, "e": e} for c in chunks for e in dict.fromkeys(c.mentions)]
         with self.transaction():
             self._require_documents({c.doc_id for c in chunks})
             before = self._scalar("MATCH (c:Chunk) RETURN count(*)")
             self._run(
                 "UNWIND $rows AS row MERGE (c:Chunk {id: row.id}) "
-                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.text = row.text",
+                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.page = row.page, c.text = row.text",
                 {"rows": rows},
             )
             self._run(
@@ -286,6 +298,11 @@ class EmbeddedGraphStore(CypherGraphStore):
                 "WITH $s AS s MATCH ()-[r:RELATION]->() WHERE list_contains(r.sources, s) "
                 "SET r.sources = list_filter(r.sources, x -> x <> s)",
                 params,
+            )
+            self._run(
+                "WITH $p AS p MATCH ()-[r:RELATION]->() WHERE size(r.evidence) > 0 "
+                "SET r.evidence = list_filter(r.evidence, x -> NOT starts_with(x, p))",
+                {"p": source + "\t"},
             )
             relations = self._scalar("MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 RETURN count(*)")
             self._run("MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 DELETE r")

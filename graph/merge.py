@@ -75,7 +75,10 @@ def dedupe_relations(relations: Iterable[Relation]) -> dict[tuple[str, str, str]
             by_identity[identity] = relation
             continue
         if identity not in copied:
-            seen = by_identity[identity] = Relation(seen.head_id, seen.type, seen.tail_id, list(seen.sources))
+            seen = by_identity[identity] = Relation(
+                seen.head_id, seen.type, seen.tail_id, list(seen.sources), list(seen.evidence)
+            )
             copied.add(identity)
         seen.sources = union(seen.sources, relation.sources)
+        seen.evidence = union(seen.evidence, relation.evidence)
     return by_identity

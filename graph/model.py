@@ -73,10 +73,20 @@ class Relation:
     type: str
     tail_id: str
     sources: list[str] = field(default_factory=list)
+    # Where in the text it was read: `evidence_entry(source, chunk id, sentence span)` strings.
+    evidence: list[str] = field(default_factory=list)
 
     @property
     def identity(self) -> tuple[str, str, str]:
         return (self.head_id, self.type, self.tail_id)
+
+
+def evidence_entry(source: str, chunk_id: str, start: int, end: int) -> str:
+    """One piece of evidence for a fact: the sentence `text[start:end]` of chunk `chunk_id` of `source`.
+
+    The source comes first, tab-separated, so deleting a source can drop its evidence by prefix.
+    """
+    return f"{source}\t{chunk_id}\t{start}:{end}"
 
 
 @dataclass(slots=True)
@@ -94,7 +104,9 @@ class Chunk:
     doc_id: str
     ordinal: int
     text: str
-    mentions: list[str] = field(default_factory=list)  # entity ids mentioned in the chunk
+    page: int = 0  # 1-based page of a paged source (PDF); 0 when the source has no pages
+    mentions: list[str] = field(default_factory=list)  # entity ids mentioned in the chunk (written, not read)
+    title: str = ""  # the document's title, filled in by reads
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,9 @@ UNWIND $rows AS row
 MATCH (h:Entity {id: row.head})
 MATCH (t:Entity {id: row.tail})
 MERGE (h)-[r:RELATION {type: row.type}]->(t)
-ON CREATE SET r.sources = row.sources, r._new = true
-ON MATCH SET r.sources = r.sources + [s IN row.sources WHERE NOT s IN r.sources]
+ON CREATE SET r.sources = row.sources, r.evidence = row.evidence, r._new = true
+ON MATCH SET r.sources = r.sources + [s IN row.sources WHERE NOT s IN r.sources],
+             r.evidence = coalesce(r.evidence, []) + [x IN row.evidence WHERE NOT x IN coalesce(r.evidence, [])]
 WITH r WHERE r._new
 REMOVE r._new
 RETURN count(r) AS created
@@ -142,7 +143,10 @@ class Neo4jGraphStore(CypherGraphStore):
 
     def upsert_relations(self, relations: Sequence[Relation]) -> int:
         incoming = dedupe_relations(relations).values()
-        rows = [{"head": r.head_id, "type": r.type, "tail": r.tail_id, "sources": r.sources} for r in incoming]
+        rows = [
+            {"head": r.head_id, "type": r.type, "tail": r.tail_id, "sources": r.sources, "evidence": r.evidence}
+            for r in incoming
+        ]
         endpoint_ids = {i for r in incoming for i in (r.head_id, r.tail_id)}
         created = 0
         with self.transaction():
@@ -164,14 +168,14 @@ class Neo4jGraphStore(CypherGraphStore):
             )
 
     def upsert_chunks(self, chunks: Sequence[Chunk]) -> int:
-        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "text": c.text} for c in chunks]
+        rows = [{"id": c.id, "doc_id": c.doc_id, "ordinal": c.ordinal, "page": c.page, "text": c.text} for c in chunks]
         with self.transaction():
             self._require_documents({c.doc_id for c in chunks})
             created = self._scalar(
                 "UNWIND $rows AS row "
                 "MATCH (d:Document {id: row.doc_id}) "
                 "MERGE (c:Chunk {id: row.id}) ON CREATE SET c._new = true "
-                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.text = row.text "
+                "SET c.doc_id = row.doc_id, c.ordinal = row.ordinal, c.page = row.page, c.text = row.text "
                 "MERGE (d)-[:HAS_CHUNK]->(c) "
                 "WITH c WHERE c._new REMOVE c._new RETURN count(c)",
                 {"rows": rows},
@@ -202,6 +206,11 @@ class Neo4jGraphStore(CypherGraphStore):
             )
             self._rows(
                 "MATCH ()-[r:RELATION]->() WHERE $s IN r.sources SET r.sources = [x IN r.sources WHERE x <> $s]", params
+            )
+            self._rows(
+                "MATCH ()-[r:RELATION]->() WHERE any(x IN r.evidence WHERE x STARTS WITH $p) "
+                "SET r.evidence = [x IN r.evidence WHERE NOT x STARTS WITH $p]",
+                {"p": source + "\t"},
             )
             relations = self._scalar(
                 "OPTIONAL MATCH ()-[r:RELATION]->() WHERE size(r.sources) = 0 "

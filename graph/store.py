@@ -50,6 +50,10 @@ class GraphStore(Protocol):
 
     def get_entities(self, ids: Sequence[str]) -> list[Entity]: ...
 
+    def get_chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """Stored chunks by id, in the order asked, with their document's title."""
+        ...
+
     def find_entities(self, name: str, mode: MatchMode = "exact", limit: int = 5) -> list[Entity]:
         """Entities called `name`: exactly (name or alias), by normalised key, or by fuzzy similarity."""
         ...

@@ -209,3 +209,24 @@ def test_large_batches_mixing_stored_and_new_rows(store: GraphStore) -> None:
     assert first.sources == ["a", "b"]
     store.delete_source("b")
     assert store.counts() == StoreCounts(150, 100, 0, 0)
+
+
+def test_evidence_follows_its_source_and_chunks_read_back(store: GraphStore) -> None:
+    from graph.model import evidence_entry
+
+    store.upsert_entities([Entity(n, sources=["d1", "d2"]) for n in ("Ada", "Babbage")])
+    for doc in ("d1", "d2"):
+        store.upsert_documents([Document(doc, title=f"Title {doc}")])
+        store.upsert_chunks([Chunk(f"{doc}#0", doc, 0, "Ada met Babbage.", page=3)])
+        store.upsert_relations(
+            [Relation(entity_id("Ada"), "met", entity_id("Babbage"), [doc], [evidence_entry(doc, f"{doc}#0", 0, 16)])]
+        )
+    [edge] = store.edges([entity_id("Ada")])
+    assert edge.type == "met"
+    [chunk] = store.get_chunks(["d2#0"])
+    assert (chunk.doc_id, chunk.page, chunk.title, chunk.text) == ("d2", 3, "Title d2", "Ada met Babbage.")
+    store.delete_source("d1")
+    assert store.get_chunks(["d1#0", "d2#0"])[0].id == "d2#0"
+    rows = store._rows("MATCH ()-[r:RELATION]->() RETURN r.sources, r.evidence")  # type: ignore[attr-defined]
+    assert [list(r[0]) for r in rows] == [["d2"]]
+    assert [list(r[1]) for r in rows] == [[evidence_entry("d2", "d2#0", 0, 16)]]
