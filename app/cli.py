@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from config import Settings, load_settings
-from graph.store import GraphStoreError, open_store
+from graph.store import GraphStore, GraphStoreError, open_store
+from graph.vectors import VectorIndexError, stored_vector_count
 from ingest.triples import TripleFileError, ingest_triples
 
 app = typer.Typer(help="Trellis: question answering that stays faithful to a knowledge graph.", no_args_is_help=True)
@@ -47,25 +49,9 @@ def ingest_triples_command(
 ) -> None:
     """Load ready-made triples into the knowledge graph (idempotent; a bad line writes nothing)."""
     settings = _settings(data_dir)
-    try:
-        store = open_store(settings)
-    except GraphStoreError as error:
-        raise _fail(str(error)) from None
-    progress = Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
-    tasks: dict[str, int] = {}
-
-    def advance(stage: str, done: int, total: int | None) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done, total=total)
-
+    store = _open_writer(settings)
+    progress = _progress()
+    advance = _progress_callback(progress)
     try:
         with progress:
             report = ingest_triples(store, file, source=source, skip_invalid=skip_invalid, progress=advance)
@@ -83,6 +69,139 @@ def ingest_triples_command(
         f"(source '{report.source}')",
         highlight=False,
     )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+
+def _progress_callback(progress: Progress) -> Callable[[str, int, int | None], None]:
+    tasks: dict[str, TaskID] = {}
+
+    def advance(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return advance
+
+
+def _open_writer(settings: Settings) -> GraphStore:
+    try:
+        return open_store(settings)
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (txt, md, html, pdf, json, jsonl).")],
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Ingest documents: chunks and vectors for search, entities and relations for the graph.
+
+    Unchanged documents are skipped; changed ones replace what they had written. Exits 1 if anything
+    was skipped.
+    """
+    from ingest.extract import SpacyExtractor
+    from ingest.pipeline import Ingestor
+    from lm.embeddings import get_embedder
+
+    settings = _settings(data_dir)
+    store = _open_writer(settings)
+    try:
+        with _progress() as progress:
+            loading = progress.add_task("models", total=None)
+            embedder = get_embedder(settings.embedding_model, settings.device)
+            extractor = SpacyExtractor()
+            progress.update(loading, total=1, completed=1)
+            ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
+            try:
+                report = ingestor.ingest(paths, include or (), exclude or ())
+            finally:
+                ingestor.close()
+                extractor.close()
+    except (GraphStoreError, VectorIndexError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
+    for problem in report.skipped:
+        err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+    if report.recovered:
+        err.print(f"cleaned up {len(report.recovered):,} document(s) left half-written by an interrupted run")
+    out.print(
+        f"{len(report.ingested):,} ingested, {len(report.unchanged):,} unchanged, {len(report.removed):,} removed, "
+        f"{len(report.skipped):,} skipped; {report.chunks:,} chunks, {report.relations:,} facts",
+        highlight=False,
+    )
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def delete(
+    doc_ids: Annotated[list[str], typer.Argument(help="Document ids (see `trellis documents`).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Delete documents: their chunks, vectors, and the facts no other source supports."""
+    from ingest.pipeline import Ingestor
+
+    settings = _settings(data_dir)
+    store = _open_writer(settings)
+    try:
+        ingestor = Ingestor(settings, store)
+        try:
+            deleted, unknown = ingestor.delete(doc_ids)
+        finally:
+            ingestor.close()
+    except (GraphStoreError, VectorIndexError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
+    out.print(f"deleted {len(deleted):,} document(s)", highlight=False)
+    if unknown:
+        raise _fail(f"no such document: {', '.join(unknown)}")
+
+
+@app.command()
+def documents(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List ingested documents."""
+    from ingest.manifest import Manifest
+
+    settings = _settings(data_dir)
+    records = []
+    if settings.manifest_path.exists():
+        manifest = Manifest(settings.manifest_path)
+        records = manifest.documents()
+        manifest.close()
+    if as_json:
+        for r in records:
+            row = {
+                "doc_id": r.doc_id,
+                "title": r.title,
+                "source": r.source_path,
+                "chunks": len(r.chunk_ids),
+                "state": r.state,
+            }
+            out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return
+    table = Table("doc_id", "title", "source", "chunks", "state", title=f"{len(records):,} documents")
+    for r in records:
+        table.add_row(r.doc_id, r.title, r.source_path, str(len(r.chunk_ids)), r.state)
+    out.print(table)
 
 
 @app.command()
@@ -108,8 +227,7 @@ def status(
         "backend": settings.backend,
         "data_dir": str(settings.data_dir.resolve()),
         **counts,
-        # Vectors arrive with document ingestion; until an index exists there are none.
-        "vectors": 0,
+        "vectors": stored_vector_count(settings.vectors_path),
     }
     if as_json:
         out.print_json(json.dumps(report))

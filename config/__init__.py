@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         "anything else is a sentence-transformers model name or path.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    chunk_tokens: int = Field(200, gt=16, description="Chunk size in embedding-model tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    vector_index: Literal["flat", "hnsw"] = Field(
+        "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
+    )
 
     @field_validator("graph_uri")
     @classmethod
@@ -52,6 +57,20 @@ class Settings(BaseSettings):
     def graph_path(self) -> Path:
         """The LadybugDB file used by the embedded backend."""
         return self.data_dir / "graph.lbug"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.sqlite"
+
+    @property
+    def vectors_path(self) -> Path:
+        """Chunk vectors (FAISS), with their id map, in one file."""
+        return self.data_dir / "vectors.npz"
+
+    @property
+    def entity_vectors_path(self) -> Path:
+        """Entity-name vectors for entity linking."""
+        return self.data_dir / "entity_vectors.npz"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -36,13 +36,18 @@ class VectorIndex:
     delete in place, so a removal rebuilds it from the stored vectors).
     """
 
-    def __init__(self, path: Path | str, dim: int, model: str, kind: IndexKind = "flat", hnsw_m: int = 32) -> None:
+    def __init__(
+        self, path: Path | str, dim: int | None, model: str | None, kind: IndexKind = "flat", hnsw_m: int = 32
+    ) -> None:
+        """Open the index at `path`, or start an empty one. `dim` and `model` are checked against a stored
+        index; None accepts what is stored (for removals, which need no model)."""
         self.path = Path(path)
-        self.dim, self.model, self.kind, self.hnsw_m = dim, model, kind, hnsw_m
+        self.dim, self.model, self.kind, self.hnsw_m = dim or 0, model or "", kind, hnsw_m
         self._keys: dict[int, str] = {}
+        self._index: faiss.IndexIDMap2 | None = None
         if self.path.exists():
-            self._load()
-        else:
+            self._load(check=dim is not None)
+        elif dim:
             self._index = self._empty()
 
     def _empty(self) -> faiss.IndexIDMap2:
@@ -52,7 +57,7 @@ class VectorIndex:
             inner = faiss.IndexFlatIP(self.dim)
         return faiss.IndexIDMap2(inner)
 
-    def _load(self) -> None:
+    def _load(self, check: bool) -> None:
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 meta = json.loads(str(saved["meta"]))
@@ -60,17 +65,17 @@ class VectorIndex:
                 ids, keys = saved["ids"], saved["keys"]
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise VectorIndexError(f"cannot read vector index {self.path}: {error}") from error
-        if (meta["dim"], meta["model"]) != (self.dim, self.model):
+        if check and (meta["dim"], meta["model"]) != (self.dim, self.model):
             raise VectorIndexError(
                 f"{self.path} holds {meta['dim']}-d vectors of {meta['model']!r}, but the configured embedding "
                 f"model is {self.model!r} ({self.dim}-d); re-ingest into a fresh data directory to switch models"
             )
-        self.kind = meta["kind"]
+        self.dim, self.model, self.kind = meta["dim"], meta["model"], meta["kind"]
         self._index = index
         self._keys = dict(zip(ids.tolist(), keys.tolist(), strict=True))
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return len(self._keys)
 
     def __contains__(self, key: str) -> bool:
         return vector_id(key) in self._keys
@@ -84,6 +89,8 @@ class VectorIndex:
             raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
         if not keys:
             return
+        if self._index is None:
+            raise VectorIndexError(f"{self.path} was opened without a dimension and holds no index to add to")
         if vectors.shape[1] != self.dim:
             raise ValueError(f"expected {self.dim}-d vectors, got {vectors.shape[1]}-d")
         self.remove([k for k in keys if k in self])
@@ -94,7 +101,7 @@ class VectorIndex:
     def remove(self, keys: Sequence[str]) -> int:
         """Remove the vectors of `keys` that are present; returns how many were."""
         ids = [i for i in (vector_id(k) for k in keys) if i in self._keys]
-        if not ids:
+        if not ids or self._index is None:
             return 0
         if self.kind == "hnsw":
             gone = set(ids)
@@ -111,7 +118,7 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """For each query row, up to `k` (key, cosine) pairs, best first."""
-        if len(self) == 0:
+        if len(self) == 0 or self._index is None:
             return [[] for _ in range(len(queries))]
         scores, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
         return [
@@ -121,6 +128,8 @@ class VectorIndex:
 
     def save(self) -> None:
         """Write index, id map and metadata to one file, atomically (temporary file, fsync, rename)."""
+        if self._index is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ids = np.array(list(self._keys), dtype=np.int64)
         keys = np.array([self._keys[i] for i in ids.tolist()], dtype=np.str_)

@@ -1,0 +1,324 @@
+"""Documents into the knowledge store: load, chunk, embed, extract, write the graph, save the indexes.
+
+Consistency across the three stores (graph, FAISS file, SQLite manifest) rests on one rule: a document is
+marked `pending` in the manifest before the graph or an index changes for it, and `done` only once the
+index holding its vectors has been saved. A run that dies leaves some documents `pending`; the next run
+first removes everything they may have written, then ingests them like new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langchain_core.documents import Document as TextDocument
+
+from config import Settings
+from graph.model import Chunk, Document, Entity
+from graph.store import GraphStore
+from graph.vectors import VectorIndex
+from ingest.chunking import Chunker
+from ingest.extract import Extraction, Extractor, Mention
+from ingest.loaders import LoadProblem, discover, load_file
+from ingest.manifest import DocumentRecord, Manifest
+from ingest.resolve import resolve
+from lm.embeddings import Embedder
+
+ProgressFn = Callable[[str, int, int | None], None]
+STAGES = ("load", "chunk", "embed", "extract", "graph_write", "index_save")
+NAME_BATCH = 128  # names are a few tokens: large batches pad little and run ~3x faster than 16
+LOOKAHEAD = 2  # batches handed to the extraction worker ahead of the one being written
+UNLINKED_TYPES = {"DATE", "TIME", "MONEY", "PERCENT", "QUANTITY"}
+
+
+@dataclass(slots=True)
+class IngestReport:
+    ingested: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # gone from a file that was re-ingested
+    recovered: list[str] = field(default_factory=list)  # left pending by an interrupted run, cleaned
+    skipped: list[LoadProblem] = field(default_factory=list)
+    chunks: int = 0
+    entities: int = 0
+    relations: int = 0
+    stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One loaded document on its way in."""
+
+    doc_id: str
+    parts: list[TextDocument]
+    content_hash: str
+    previous: DocumentRecord | None
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def meta(self) -> dict:
+        return self.parts[0].metadata
+
+
+def content_hash(parts: Sequence[TextDocument]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        for value in (part.metadata.get("title", ""), str(part.metadata.get("page", 0)), part.page_content):
+            digest.update(value.encode("utf-8"))
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class Ingestor:
+    """Keeps graph, vector index and manifest consistent as documents are added, changed and deleted."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: GraphStore,
+        embedder: Embedder | None = None,
+        extractor: Extractor | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        """Without an embedder and extractor the ingestor can only recover and delete."""
+        self.settings, self.store, self.embedder, self.extractor = settings, store, embedder, extractor
+        self.progress: ProgressFn = progress or (lambda _stage, _done, _total: None)
+        self.manifest = Manifest(settings.manifest_path)
+        dim, model = (embedder.dim, embedder.name) if embedder else (None, None)
+        self.index = VectorIndex(settings.vectors_path, dim, model, settings.vector_index)
+        self.entity_index = VectorIndex(settings.entity_vectors_path, dim, model, "flat")
+        self.chunker = (
+            Chunker(embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap) if embedder else None
+        )
+        self._report = IngestReport()
+
+    def close(self) -> None:
+        self.manifest.close()
+
+    # -- recovery and deletion --------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Remove whatever documents left `pending` by an interrupted run may have written."""
+        pending = self.manifest.pending()
+        if pending:
+            self._remove(pending)
+        return [r.doc_id for r in pending]
+
+    def delete(self, doc_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete documents with their chunks, vectors and the facts only they supported.
+
+        Returns (deleted, unknown) document ids.
+        """
+        self.recover()
+        known = self.manifest.get(doc_ids)
+        self._remove(list(known.values()))
+        return [d for d in doc_ids if d in known], [d for d in doc_ids if d not in known]
+
+    def _remove(self, records: Sequence[DocumentRecord]) -> None:
+        pending = [_as_pending(r) for r in records]
+        self.manifest.mark_pending(pending)
+        with self.store.transaction():
+            for record in records:
+                self.store.delete_source(record.doc_id)
+        self.index.remove([c for r in records for c in r.chunk_ids])
+        self._prune_entity_index([e for r in records for e in r.entity_ids])
+        self._save_indexes()
+        self.manifest.remove(r.doc_id for r in records)
+
+    def _prune_entity_index(self, candidate_ids: Sequence[str]) -> None:
+        """Drop names of entities that no longer exist in the graph."""
+        candidates = list(dict.fromkeys(candidate_ids))
+        alive = {e.id for e in self.store.get_entities(candidates)}
+        self.entity_index.remove([i for i in candidates if i not in alive])
+
+    def _save_indexes(self) -> None:
+        start = time.perf_counter()
+        self.index.save()
+        self.entity_index.save()
+        self._report.stages["index_save"] += time.perf_counter() - start
+
+    # -- ingestion --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[Path | str],
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        batch_documents: int = 256,
+        save_every_s: float = 30.0,
+    ) -> IngestReport:
+        if self.embedder is None or self.extractor is None or self.chunker is None:
+            raise ValueError("ingesting needs an embedder and an extractor")
+        report = self._report = IngestReport()
+        report.recovered = self.recover()
+
+        start = time.perf_counter()
+        files = discover(paths, include, exclude)
+        loaded_docs: dict[str, list[TextDocument]] = {}
+        complete_sources: list[str] = []
+        for number, path in enumerate(files, start=1):
+            loaded = load_file(path)
+            report.skipped.extend(loaded.problems)
+            for part in loaded.documents:
+                doc_id = part.metadata["doc_id"]
+                first = loaded_docs.get(doc_id)
+                # Pages of one PDF share an id; anything else sharing one is a duplicate.
+                if first and (first[0].metadata["source"] != part.metadata["source"] or "record" in part.metadata):
+                    report.skipped.append(
+                        LoadProblem(
+                            path,
+                            f"duplicate document id {doc_id!r} (first in {first[0].metadata['source']})",
+                            line=part.metadata.get("record"),
+                        )
+                    )
+                    continue
+                loaded_docs.setdefault(doc_id, []).append(part)
+            if loaded.complete:
+                complete_sources.append(str(path))
+            self.progress("load", number, len(files))
+        previous = self.manifest.get(loaded_docs)
+        todo: list[_Pending] = []
+        for doc_id, parts in loaded_docs.items():
+            digest = content_hash(parts)
+            record = previous.get(doc_id)
+            if record and record.state == "done" and record.content_hash == digest:
+                report.unchanged.append(doc_id)
+            else:
+                todo.append(_Pending(doc_id, parts, digest, record))
+        # Documents a fully read file no longer holds were removed from it.
+        gone = [
+            r for source in complete_sources for r in self.manifest.from_source(source) if r.doc_id not in loaded_docs
+        ]
+        report.stages["load"] += time.perf_counter() - start
+        if gone:
+            self._remove(gone)
+            report.removed = [r.doc_id for r in gone]
+
+        start = time.perf_counter()
+        for doc in todo:
+            doc.chunks = self.chunker.split(doc.parts)
+        report.stages["chunk"] += time.perf_counter() - start
+
+        # Extraction runs in a background worker, LOOKAHEAD batches ahead of the embedding and graph writes.
+        batches = [todo[i : i + batch_documents] for i in range(0, len(todo), batch_documents)]
+        extracting: list[Future[Extraction]] = []
+        unsaved: list[DocumentRecord] = []
+        last_save = time.monotonic()
+        done = 0
+        for number, batch in enumerate(batches):
+            while len(extracting) < min(number + LOOKAHEAD, len(batches)):
+                extracting.append(self.extractor.submit([c for d in batches[len(extracting)] for c in d.chunks]))
+            unsaved.extend(self._ingest_batch(batch, extracting[number], report))
+            extracting[number] = None  # type: ignore[call-overload]  # let the result go
+            done += len(batch)
+            self.progress("documents", done, len(todo))
+            if time.monotonic() - last_save >= save_every_s:
+                self._save_indexes()
+                self.manifest.mark_done(unsaved)
+                unsaved, last_save = [], time.monotonic()
+        if unsaved or gone:
+            self._save_indexes()
+            self.manifest.mark_done(unsaved)
+        return report
+
+    def _ingest_batch(
+        self, batch: list[_Pending], extracting: Future[Extraction], report: IngestReport
+    ) -> list[DocumentRecord]:
+        stages = report.stages
+        chunks = [c for doc in batch for c in doc.chunks]
+        start = time.perf_counter()
+        titles = {doc.doc_id: doc.meta.get("title", "") for doc in batch}
+        vectors = self.embedder.embed([f"{titles[c.doc_id]}\n{c.text}".strip() for c in chunks])
+        stages["embed"] += time.perf_counter() - start
+
+        # The time recorded for extraction is the wait for the background worker, not its whole run.
+        start = time.perf_counter()
+        extraction = extracting.result()
+        # A record's title names what the record is about: every chunk of it mentions that entity.
+        title_mentions = {
+            d.doc_id: Mention(titles[d.doc_id], "TITLE") for d in batch if "record" in d.meta and titles[d.doc_id]
+        }
+        resolved = resolve(chunks, extraction, self.manifest, title_mentions)
+        for chunk in chunks:
+            chunk.mentions = resolved.mentions.get(chunk.id, [])
+        stages["extract"] += time.perf_counter() - start
+
+        records = []
+        for doc in batch:
+            old_chunks = doc.previous.chunk_ids if doc.previous else []
+            old_entities = doc.previous.entity_ids if doc.previous else []
+            records.append(
+                DocumentRecord(
+                    doc.doc_id,
+                    str(doc.meta["source"]),
+                    titles[doc.doc_id],
+                    doc.content_hash,
+                    "pending",
+                    list(dict.fromkeys([*old_chunks, *(c.id for c in doc.chunks)])),
+                    list(dict.fromkeys([*old_entities, *resolved.entity_ids_by_doc.get(doc.doc_id, [])])),
+                    0.0,
+                )
+            )
+        self.manifest.mark_pending(records)
+
+        start = time.perf_counter()
+        with self.store.transaction():
+            for doc in batch:
+                if doc.previous:
+                    self.store.delete_source(doc.doc_id)
+            self.store.upsert_documents(
+                [Document(d.doc_id, titles[d.doc_id], str(d.meta["source"]), d.content_hash) for d in batch]
+            )
+            self.store.upsert_entities(resolved.entities)
+            self.store.upsert_chunks(chunks)
+            self.store.upsert_relations(resolved.relations)
+        self.index.remove([c for r in records for c in r.chunk_ids])
+        self.index.add([c.id for c in chunks], vectors)
+        stages["graph_write"] += time.perf_counter() - start
+
+        self._index_entity_names(resolved.entities, report)
+        report.ingested.extend(d.doc_id for d in batch)
+        report.chunks += len(chunks)
+        report.entities += len({e.id for e in resolved.entities})
+        report.relations += len(resolved.relations)
+        # What is final once saved: the current chunks and entities only.
+        return [
+            DocumentRecord(
+                r.doc_id,
+                r.source_path,
+                r.title,
+                r.content_hash,
+                "done",
+                [c.id for c in doc.chunks],
+                resolved.entity_ids_by_doc.get(doc.doc_id, []),
+                0.0,
+            )
+            for r, doc in zip(records, batch, strict=True)
+        ]
+
+    def _index_entity_names(self, entities: Sequence[Entity], report: IngestReport) -> None:
+        """Embed the names of new entities into the name index, for linking questions to them.
+
+        Dates, times and amounts are left out: they are matched by their text, and they are many.
+        """
+        start = time.perf_counter()
+        names = {e.id: e.name for e in entities if e.type not in UNLINKED_TYPES and e.id not in self.entity_index}
+        if names:
+            self.entity_index.add(list(names), self.embedder.embed(list(names.values()), batch_size=NAME_BATCH))
+        report.stages["embed"] += time.perf_counter() - start
+
+
+def _as_pending(record: DocumentRecord) -> DocumentRecord:
+    return DocumentRecord(
+        record.doc_id,
+        record.source_path,
+        record.title,
+        record.content_hash,
+        "pending",
+        record.chunk_ids,
+        record.entity_ids,
+        record.updated_at,
+    )
