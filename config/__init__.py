@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chunk_tokens: int = Field(200, gt=16, description="Chunk size in embedding-model tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    ingest_batch_documents: int = Field(256, ge=1, description="Documents embedded and written together.")
+    index_save_seconds: float = Field(
+        30.0, ge=0, description="Save the vector index (and mark documents done) at least this often."
+    )
     vector_index: Literal["flat", "hnsw"] = Field(
         "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
     )

@@ -147,8 +147,6 @@ class Ingestor:
         paths: Sequence[Path | str],
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
-        batch_documents: int = 256,
-        save_every_s: float = 30.0,
     ) -> IngestReport:
         if self.embedder is None or self.extractor is None or self.chunker is None:
             raise ValueError("ingesting needs an embedder and an extractor")
@@ -203,7 +201,8 @@ class Ingestor:
         report.stages["chunk"] += time.perf_counter() - start
 
         # Extraction runs in a background worker, LOOKAHEAD batches ahead of the embedding and graph writes.
-        batches = [todo[i : i + batch_documents] for i in range(0, len(todo), batch_documents)]
+        size = self.settings.ingest_batch_documents
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         extracting: list[Future[Extraction]] = []
         unsaved: list[DocumentRecord] = []
         last_save = time.monotonic()
@@ -215,7 +214,7 @@ class Ingestor:
             extracting[number] = None  # type: ignore[call-overload]  # let the result go
             done += len(batch)
             self.progress("documents", done, len(todo))
-            if time.monotonic() - last_save >= save_every_s:
+            if time.monotonic() - last_save >= self.settings.index_save_seconds:
                 self._save_indexes()
                 self.manifest.mark_done(unsaved)
                 unsaved, last_save = [], time.monotonic()

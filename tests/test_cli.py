@@ -105,3 +105,33 @@ def test_a_second_writer_gets_a_clear_error_and_readers_still_work(tmp_path: Pat
         assert json.loads(reader.stdout)["relations"] == 1
     finally:
         holder.communicate("", timeout=60)
+
+
+def test_ingest_documents_delete_through_the_cli(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ada.txt").write_text("Ada Lovelace was born in London.", encoding="utf-8")
+    (docs / "broken.jsonl").write_text('{"title": "no text"}\n', encoding="utf-8")
+    data_dir = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "ingest", str(docs), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr  # something was skipped
+    assert f"skipped {docs / 'broken.jsonl'}:1: missing 'text'" in result.stderr
+    assert "1 ingested, 0 unchanged, 0 removed, 1 skipped" in result.stdout
+    status = status_json(data_dir)
+    assert (status["documents"], status["chunks"], status["vectors"]) == (1, 1, 1)
+
+    listed = runner.invoke(app, ["documents", "--json", "--data-dir", str(data_dir)])
+    [doc] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (doc["title"], doc["chunks"], doc["state"]) == ("ada", 1, "done")
+
+    deleted = runner.invoke(app, ["delete", doc["doc_id"], "--data-dir", str(data_dir)])
+    assert deleted.exit_code == 0, deleted.output
+    status = status_json(data_dir)
+    assert (status["documents"], status["chunks"], status["vectors"], status["entities"]) == (0, 0, 0, 0)
+    missing = runner.invoke(app, ["delete", "nope", "--data-dir", str(data_dir)])
+    assert missing.exit_code == 1 and "no such document: nope" in missing.stderr

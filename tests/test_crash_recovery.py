@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,3 +64,59 @@ def test_killed_ingestion_is_all_or_nothing_and_rerun_converges(
     )
     assert rerun.returncode == 0, rerun.stderr
     assert counts(data_dir) == expected
+
+
+def manifest_states(data_dir: Path) -> dict[str, int]:
+    import sqlite3
+
+    path = data_dir / "manifest.sqlite"
+    if not path.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            return dict(db.execute("SELECT state, count(*) FROM documents GROUP BY state").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
+def store_counts(data_dir: Path) -> dict[str, int]:
+    status = subprocess.run(trellis("status", "--json", "--data-dir", str(data_dir)), capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    return {k: v for k, v in json.loads(status.stdout).items() if k not in ("data_dir", "backend")}
+
+
+def test_killed_document_ingestion_converges(tmp_path: Path) -> None:
+    from tests.conftest import SHARED_DATA
+
+    passages = json.loads((SHARED_DATA / "musique" / "corpus.json").read_text(encoding="utf-8"))[:60]
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps(passages), encoding="utf-8")
+    # Small batches saved at once, so that a kill lands between saved and unsaved work.
+    env = {**os.environ, "TRELLIS_INGEST_BATCH_DOCUMENTS": "10", "TRELLIS_INDEX_SAVE_SECONDS": "0"}
+
+    whole = tmp_path / "whole"
+    subprocess.run(trellis("ingest", str(corpus), "--data-dir", str(whole)), env=env, check=True, capture_output=True)
+    expected = store_counts(whole)
+    assert expected["documents"] == 60 and expected["chunks"] == expected["vectors"]
+
+    killed = tmp_path / "killed"
+    victim = subprocess.Popen(
+        trellis("ingest", str(corpus), "--data-dir", str(killed)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while manifest_states(killed).get("done", 0) < 10 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.kill()
+    victim.wait()
+    states = manifest_states(killed)
+    assert 0 < states.get("done", 0) < 60, f"the kill did not land part-way: {states}"
+
+    rerun = subprocess.run(
+        trellis("ingest", str(corpus), "--data-dir", str(killed)), env=env, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert store_counts(killed) == expected
+    assert manifest_states(killed) == {"done": 60}
