@@ -18,7 +18,7 @@ from pathlib import Path
 from langchain_core.documents import Document as TextDocument
 
 from config import Settings
-from graph.model import Chunk, Document, Entity
+from graph.model import Chunk, Document
 from graph.store import GraphStore
 from graph.vectors import VectorIndex
 from ingest.chunking import Chunker
@@ -94,6 +94,8 @@ class Ingestor:
             Chunker(embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap) if embedder else None
         )
         self._report = IngestReport()
+        self._unindexed: dict[str, str] = {}  # id -> name of entities written but not yet in the name index
+        self._embedded = self._to_embed = 0
 
     def close(self) -> None:
         self.manifest.close()
@@ -201,6 +203,7 @@ class Ingestor:
         report.stages["chunk"] += time.perf_counter() - start
 
         # Extraction runs in a background worker, LOOKAHEAD batches ahead of the embedding and graph writes.
+        self._embedded, self._to_embed = 0, sum(len(d.chunks) for d in todo)
         size = self.settings.ingest_batch_documents
         batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         extracting: list[Future[Extraction]] = []
@@ -215,10 +218,13 @@ class Ingestor:
             done += len(batch)
             self.progress("documents", done, len(todo))
             if time.monotonic() - last_save >= self.settings.index_save_seconds:
+                self._index_entity_names(report)
                 self._save_indexes()
                 self.manifest.mark_done(unsaved)
                 unsaved, last_save = [], time.monotonic()
         if unsaved or gone:
+            # Names last, in one go: while extraction runs beside it, the embedder has one core, not two.
+            self._index_entity_names(report)
             self._save_indexes()
             self.manifest.mark_done(unsaved)
         return report
@@ -230,7 +236,9 @@ class Ingestor:
         chunks = [c for doc in batch for c in doc.chunks]
         start = time.perf_counter()
         titles = {doc.doc_id: doc.meta.get("title", "") for doc in batch}
-        vectors = self.embedder.embed([f"{titles[c.doc_id]}\n{c.text}".strip() for c in chunks])
+        vectors = self.embedder.embed(
+            [f"{titles[c.doc_id]}\n{c.text}".strip() for c in chunks], progress=self._count_embedded
+        )
         stages["embed"] += time.perf_counter() - start
 
         # The time recorded for extraction is the wait for the background worker, not its whole run.
@@ -278,7 +286,9 @@ class Ingestor:
         self.index.add([c.id for c in chunks], vectors)
         stages["graph_write"] += time.perf_counter() - start
 
-        self._index_entity_names(resolved.entities, report)
+        self._unindexed.update(
+            (e.id, e.name) for e in resolved.entities if e.type not in UNLINKED_TYPES and e.id not in self.entity_index
+        )
         report.ingested.extend(d.doc_id for d in batch)
         report.chunks += len(chunks)
         report.entities += len({e.id for e in resolved.entities})
@@ -298,13 +308,17 @@ class Ingestor:
             for r, doc in zip(records, batch, strict=True)
         ]
 
-    def _index_entity_names(self, entities: Sequence[Entity], report: IngestReport) -> None:
+    def _count_embedded(self, count: int) -> None:
+        self._embedded += count
+        self.progress("embedding", self._embedded, self._to_embed)
+
+    def _index_entity_names(self, report: IngestReport) -> None:
         """Embed the names of new entities into the name index, for linking questions to them.
 
         Dates, times and amounts are left out: they are matched by their text, and they are many.
         """
         start = time.perf_counter()
-        names = {e.id: e.name for e in entities if e.type not in UNLINKED_TYPES and e.id not in self.entity_index}
+        names, self._unindexed = self._unindexed, {}
         if names:
             self.entity_index.add(list(names), self.embedder.embed(list(names.values()), batch_size=NAME_BATCH))
         report.stages["embed"] += time.perf_counter() - start
