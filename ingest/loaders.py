@@ -46,6 +46,7 @@ _HTML_BLOCKS = [
     "dd",
     "dt",
 ]
+_VALID_ID = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
 _SLUG = re.compile(r"[^A-Za-z0-9]+")
 _BLANK_LINES = re.compile(r"\n\s*\n\s*")
 _SPACES = re.compile(r"[ \t\f\v]+")
@@ -245,7 +246,10 @@ def _load_records(path: Path, text: str) -> LoadedFile:
             problems.append(problem(number, reason))
             continue
         given = record.get("id")
-        doc_id = str(given) if isinstance(given, str | int) and str(given).strip() else f"{base}:{number}"
+        if given is not None and (not isinstance(given, str | int) or not _VALID_ID.fullmatch(str(given))):
+            problems.append(problem(number, "'id' must be a non-empty string or number without control characters"))
+            continue
+        doc_id = str(given) if given is not None else f"{base}:{number}"
         title = record.get("title") if isinstance(record.get("title"), str) else ""
         meta = {"doc_id": doc_id, "source": str(path), "title": title, "record": number}
         documents.append(Document(page_content=clean_text(body), metadata=meta))

@@ -84,7 +84,8 @@ def test_bad_inputs_are_named_with_path_and_line(tmp_path: Path) -> None:
         "empty.md": b"   \n\n",
         "latin1.txt": "ok\nna\xefve\n".encode("latin-1"),
         "broken.pdf": b"%PDF-1.4 this is not a pdf",
-        "records.jsonl": b'{"text": "fine"}\n{"title": "no text"}\n{bad json\n["not", "an", "object"]\n',
+        "records.jsonl": b'{"text": "fine"}\n{"title": "no text"}\n{bad json\n["not", "an", "object"]\n'
+        b'{"id": "tab\\there", "text": "x"}\n',
         "list.json": json.dumps([{"text": "fine"}, {"text": ""}]).encode(),
         "notes.docx": b"PK\x03\x04",
     }
@@ -96,7 +97,7 @@ def test_bad_inputs_are_named_with_path_and_line(tmp_path: Path) -> None:
     assert problems["latin1.txt"][0].startswith(f"{tmp_path / 'latin1.txt'}:2: not valid UTF-8")
     assert "PDF could not be parsed" in problems["broken.pdf"][0] or "no extractable text" in problems["broken.pdf"][0]
     assert [p.split(": ", 1)[0] for p in problems["records.jsonl"]] == [
-        f"{tmp_path / 'records.jsonl'}:{n}" for n in (2, 3, 4)
+        f"{tmp_path / 'records.jsonl'}:{n}" for n in (2, 3, 4, 5)
     ]
     assert problems["list.json"] == [f"{tmp_path / 'list.json'} (record 2): 'text' is empty or not a string"]
     assert "unsupported file type" in problems["notes.docx"][0]
