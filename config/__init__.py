@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         "anything else is a sentence-transformers model name or path.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_cache: Path | None = Field(
+        None, description="Where converted model weights are kept (default: <data_dir>/models)."
+    )
     chunk_tokens: int = Field(200, gt=16, description="Chunk size in embedding-model tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
     ingest_batch_documents: int = Field(256, ge=1, description="Documents embedded and written together.")
@@ -61,6 +64,10 @@ class Settings(BaseSettings):
     def graph_path(self) -> Path:
         """The LadybugDB file used by the embedded backend."""
         return self.data_dir / "graph.lbug"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.model_cache or self.data_dir / "models"
 
     @property
     def manifest_path(self) -> Path:

