@@ -149,4 +149,3 @@ def _segment(tree: TokenTree, generated: Sequence[int]) -> list[int]:
         node = children[token]
         taken.append(token)
     return taken
-
