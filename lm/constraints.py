@@ -47,14 +47,22 @@ def last_occurrence(sequence: Sequence[int], pattern: Sequence[int]) -> int | No
 class TrieConstraintProcessor(LogitsProcessor):
     """Masks to -inf every token that does not continue a trie sequence, inside a delimited segment."""
 
-    def __init__(self, trie: TokenTree, start_ids: Sequence[int], trace: ConstraintTrace | None = None) -> None:
-        if not start_ids:
-            raise ValueError("the start delimiter must be at least one token")
-        self.trie, self.start_ids, self.trace = trie, list(start_ids), trace
+    def __init__(
+        self,
+        trie: TokenTree,
+        start_ids: Sequence[int],
+        trace: ConstraintTrace | None = None,
+        segment_start: int | None = None,
+    ) -> None:
+        """The segment begins after the last `start_ids` in a row, or at position `segment_start` if given
+        (for a prompt that already ends inside a segment, as in step-wise decoding)."""
+        if not start_ids and segment_start is None:
+            raise ValueError("give a start delimiter of at least one token, or a segment start")
+        self.trie, self.start_ids, self.trace, self.segment_start = trie, list(start_ids), trace, segment_start
 
     def allowed(self, row: Sequence[int]) -> list[int] | None:
         """Tokens allowed next for this row, or None where it is not inside a path segment."""
-        start = last_occurrence(row, self.start_ids)
+        start = self.segment_start if self.segment_start is not None else last_occurrence(row, self.start_ids)
         if start is None:
             return None
         node = self.trie.walk(row[start:])
@@ -103,13 +111,15 @@ def constrained_generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     trace: ConstraintTrace | None = None,
+    prefix_ids: Sequence[int] = (),
 ) -> list[ConstrainedOutput]:
-    """Generate after `prompt` + the start delimiter, under the trie constraint; distinct segments, best first."""
+    """Generate after `prompt` + the start delimiter (+ `prefix_ids`, tokens already inside the segment) under
+    the trie constraint, which applies from the first generated token; distinct segments, best first."""
     from transformers import LogitsProcessorList
 
-    prompt_ids = model.encode(prompt) + list(start_ids)
+    prompt_ids = model.encode(prompt) + list(start_ids) + list(prefix_ids)
     input_ids = torch.tensor([prompt_ids], device=model.device)
-    processor = TrieConstraintProcessor(tree, start_ids, trace)
+    processor = TrieConstraintProcessor(tree, start_ids, trace, segment_start=len(prompt_ids))
     options: dict = {"do_sample": do_sample, "num_beams": num_beams, "num_return_sequences": num_return}
     if do_sample:
         options.update(temperature=temperature, top_k=0, top_p=1.0)

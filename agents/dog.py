@@ -1,0 +1,73 @@
+"""Decoding on Graphs (DoG): a reasoning chain built one triple at a time, each step constrained to the
+relations that leave the entity the chain has reached, fetched from the store when needed.
+
+A trie holds only the next step's candidates (plus "stop"), so a 3-hop chain never materialises the
+3-hop neighbourhood the way a full KG-Trie would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from graph.paths import Path, backward_arrow, forward_arrow
+from graph.store import GraphStore
+from graph.trie import PATH_END, PATH_START, PathTokenizer, TokenTrie
+from lm.constraints import ConstraintTrace, constrained_generate
+from lm.model import LanguageModel
+
+STEP_END = " ;"
+
+
+@dataclass
+class ChainResult:
+    path: Path
+    steps_considered: list[int] = field(default_factory=list)  # candidates offered at each step
+    trace: ConstraintTrace = field(default_factory=ConstraintTrace)
+
+
+def decode_on_graph(
+    model: LanguageModel,
+    store: GraphStore,
+    question: str,
+    start_id: str,
+    max_hops: int = 3,
+    min_hops: int = 1,
+    max_candidates: int = 2_000,
+) -> ChainResult:
+    """Grow a chain from `start_id` under the graph constraint; stop when the model chooses to or at `max_hops`."""
+    [start] = store.get_entities([start_id])
+    pieces = PathTokenizer(model.encode)
+    step_end, stop = model.encode(STEP_END), model.encode(PATH_END)
+    start_ids = model.encode(PATH_START)
+    prompt = model.chat_prompt(
+        f"{question}\nAnswer with a path through the knowledge graph, one relation at a time, "
+        f"starting from {start.name}."
+    )
+    result = ChainResult(Path((start.id,), (start.name,)))
+    chain_ids = list(pieces.piece(start.name))
+    for hop in range(max_hops):
+        path = result.path
+        options: list[Path | None] = []
+        trie = TokenTrie()
+        for edge in store.edges([path.end_id])[:max_candidates]:
+            if edge.neighbour_id in path.entity_ids:
+                continue
+            arrow = forward_arrow(edge.type) if edge.forward else backward_arrow(edge.type)
+            trie.add([*pieces.piece(arrow), *pieces.piece(edge.neighbour_name), *step_end], len(options))
+            options.append(path.extend(edge))
+        if hop >= min_hops:
+            trie.add(stop, len(options))
+            options.append(None)
+        result.steps_considered.append(len(options))
+        if not options or options == [None]:
+            break
+        [best] = constrained_generate(
+            model, prompt, trie, start_ids, trie.depth, trace=result.trace, prefix_ids=chain_ids
+        )
+        node = trie.walk(best.segment)
+        choice = options[trie.values[node]] if node is not None and node in trie.values else None
+        if choice is None:
+            break
+        result.path = choice
+        chain_ids += best.segment
+    return result
