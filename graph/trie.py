@@ -16,6 +16,7 @@ PATH_START = "<PATH>"
 PATH_END = " </PATH>"
 
 Encode = Callable[[str], list[int]]
+EncodeBatch = Callable[[list[str]], list[list[int]]]
 
 
 class TokenTrie:
@@ -31,7 +32,10 @@ class TokenTrie:
         return len(self.values)
 
     def add(self, ids: Sequence[int], value: int) -> None:
-        node = 0
+        self.values.setdefault(self.extend(self.root, ids), value)
+
+    def extend(self, node: int, ids: Sequence[int]) -> int:
+        """Add `ids` below `node` (sharing what exists); returns the node reached."""
         for token in ids:
             child = self._children[node].get(token)
             if child is None:
@@ -39,7 +43,7 @@ class TokenTrie:
                 self._children[node][token] = child
                 self._children.append({})
             node = child
-        self.values.setdefault(node, value)
+        return node
 
     def children(self, node: int) -> Mapping[int, int]:
         return self._children[node]
@@ -67,9 +71,21 @@ class TokenTrie:
 class PathTokenizer:
     """Token ids of verbalised paths, assembled from per-name and per-relation pieces tokenized once."""
 
-    def __init__(self, encode: Encode) -> None:
-        self._encode = encode
+    def __init__(self, encode: Encode, encode_batch: EncodeBatch | None = None) -> None:
+        self._encode, self._encode_batch = encode, encode_batch
         self._pieces: dict[str, tuple[int, ...]] = {}
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Tokenize the pieces not seen yet in one batch call (a fast tokenizer batches in Rust)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._pieces]
+        if not new:
+            return
+        if self._encode_batch is None:
+            for text in new:
+                self.piece(text)
+            return
+        for text, ids in zip(new, self._encode_batch([" " + t for t in new]), strict=True):
+            self._pieces[text] = tuple(ids)
 
     def piece(self, text: str) -> tuple[int, ...]:
         ids = self._pieces.get(text)
@@ -77,26 +93,43 @@ class PathTokenizer:
             ids = self._pieces[text] = tuple(self._encode(" " + text))
         return ids
 
+    @staticmethod
+    def texts(path: Path) -> list[str]:
+        """The pieces of `path.verbalise()`: names and arrowed relations, in order."""
+        texts = [path.entity_names[0]]
+        for relation, forward, name in zip(path.relations, path.forward, path.entity_names[1:], strict=True):
+            texts += (forward_arrow(relation) if forward else backward_arrow(relation), name)
+        return texts
+
     def tokens(self, path: Path) -> list[int]:
         """Tokens of `" " + path.verbalise()`."""
-        ids = list(self.piece(path.entity_names[0]))
-        for relation, forward, name in zip(path.relations, path.forward, path.entity_names[1:], strict=True):
-            ids += self.piece(forward_arrow(relation) if forward else backward_arrow(relation))
-            ids += self.piece(name)
-        return ids
+        return [token for text in self.texts(path) for token in self.piece(text)]
 
 
 class KGTrie:
     """The trie of `paths`, each followed by the end delimiter; maps a generated segment back to its path."""
 
-    def __init__(self, paths: Sequence[Path], encode: Encode, end: str = PATH_END) -> None:
+    def __init__(
+        self, paths: Sequence[Path], encode: Encode, end: str = PATH_END, encode_batch: EncodeBatch | None = None
+    ) -> None:
         self.paths = list(paths)
-        self.tokenizer = PathTokenizer(encode)
+        self.tokenizer = PathTokenizer(encode, encode_batch)
+        texts = [self.tokenizer.texts(p) for p in self.paths]
+        self.tokenizer.prepare([t for pieces in texts for t in pieces])
         self.start_ids = tuple(encode(PATH_START))
         self.end_ids = tuple(encode(end))
         self.trie = TokenTrie()
-        for number, path in enumerate(self.paths):
-            self.trie.add(self.tokenizer.tokens(path) + list(self.end_ids), number)
+        # Paths share leading pieces (the start entity, its relations, its neighbours): remember the node
+        # each (node, piece) led to, so a path is inserted with one lookup per piece, not per token.
+        after: dict[tuple[int, str], int] = {}
+        for number, pieces in enumerate(texts):
+            node = self.trie.root
+            for text in pieces:
+                reached = after.get((node, text))
+                if reached is None:
+                    reached = after[(node, text)] = self.trie.extend(node, self.tokenizer.piece(text))
+                node = reached
+            self.trie.values.setdefault(self.trie.extend(node, self.end_ids), number)
 
     def path_of(self, segment: Sequence[int]) -> Path | None:
         """The path a generated segment (from after the start delimiter, end delimiter included) spells."""

@@ -134,6 +134,7 @@ def arbitrated_generate(
     processor: PairedArbitration,
     max_new_tokens: int = 32,
     extra_processors: list[LogitsProcessor] | None = None,
+    min_new_tokens: int = 0,
 ) -> str:
     """Generate one answer from the pair of prompts under `processor`; returns the decoded answer."""
     from transformers import LogitsProcessorList
@@ -151,6 +152,7 @@ def arbitrated_generate(
             logits_processor=LogitsProcessorList([*(extra_processors or []), processor]),
             do_sample=False,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
             eos_token_id=model.eos_token_id,
             pad_token_id=pad,
         )

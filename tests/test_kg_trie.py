@@ -86,3 +86,15 @@ def test_every_constrained_path_exists_in_the_graph(model: LanguageModel, tmp_pa
             assert path.start_name == start
             assert all(fact in stored for fact in path.triples())
     assert trace.allowed_per_step and all(n >= 1 for step in trace.allowed_per_step for n in step)
+
+
+def test_batched_piece_tokenization_matches_one_by_one(model: LanguageModel) -> None:
+    paths = [
+        GraphPath((a, b), (a, b), ("starred_actors",), (True,)) for a, b in zip(NAMES, reversed(NAMES), strict=True)
+    ]
+    batched = KGTrie(paths, model.encode, encode_batch=model.encode_batch)
+    single = KGTrie(paths, model.encode)
+    for path in paths:
+        assert batched.tokenizer.tokens(path) == single.tokenizer.tokens(path) == model.encode(" " + path.verbalise())
+        segment = batched.tokenizer.tokens(path) + list(batched.end_ids)
+        assert batched.path_of(segment) == single.path_of(segment) == path
