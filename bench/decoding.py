@@ -124,28 +124,15 @@ def trie_benchmark(model, store) -> dict:
 
 
 def generation_timings(model, kg_trie) -> dict:
-    import torch
-    from transformers import LogitsProcessorList
 
     from lm.arbitration import AdaCAD, CKPlug, arbitrated_generate
     from lm.constraints import TrieConstraintProcessor
 
     tokens = 32
     prompt_ids = model.encode(model.chat_prompt("Which films are dramas? Give a path.")) + list(kg_trie.start_ids)
-    ids = torch.tensor([prompt_ids])
 
     def greedy(processors) -> None:
-        with torch.inference_mode():
-            model.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=False,
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                logits_processor=LogitsProcessorList(processors),
-                eos_token_id=model.eos_token_id,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
+        model.greedy(prompt_ids, tokens, tokens, processors)
 
     greedy([])
     plain = median_time(lambda: greedy([]))
@@ -153,19 +140,10 @@ def generation_timings(model, kg_trie) -> dict:
 
     item = json.loads((SHARED / "conflicts" / "nqswap_dev.json").read_text(encoding="utf-8"))[0]
     with_context, without = prompts(model, item)
-    context_ids = torch.tensor([model.encode(with_context)])
+    context_ids = model.encode(with_context)
 
     def plain_context() -> None:
-        with torch.inference_mode():
-            model.model.generate(
-                context_ids,
-                attention_mask=torch.ones_like(context_ids),
-                do_sample=False,
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                eos_token_id=model.eos_token_id,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
+        model.greedy(context_ids, tokens, tokens)
 
     plain_ctx = median_time(plain_context)
     adacad = median_time(
@@ -213,7 +191,6 @@ def prompts(model, item: dict) -> tuple[str, str]:
 
 
 def nqswap(model, limit: int) -> dict:
-    import torch
 
     from lm.arbitration import AdaCAD, CKPlug, arbitrated_generate
 
@@ -227,17 +204,7 @@ def nqswap(model, limit: int) -> dict:
     outputs: dict[str, list[str]] = {name: [] for name in ["plain", *methods]}
     for number, item in enumerate(items, start=1):
         with_context, without = prompts(model, item)
-        ids = torch.tensor([model.encode(with_context)])
-        with torch.inference_mode():
-            out = model.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=False,
-                max_new_tokens=16,
-                eos_token_id=model.eos_token_id,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-        outputs["plain"].append(model.decode(out[0, ids.shape[1] :]))
+        outputs["plain"].append(model.greedy(model.encode(with_context), ANSWER_TOKENS))
         for name, make in methods.items():
             outputs[name].append(arbitrated_generate(model, with_context, without, make(), ANSWER_TOKENS))
         if number % 20 == 0:

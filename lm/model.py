@@ -110,6 +110,26 @@ class LanguageModel:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
+    def greedy(
+        self, prompt_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0, processors: list | None = None
+    ) -> str:
+        """Plain greedy decoding after `prompt_ids` (optionally under logits processors); the decoded reply."""
+        from transformers import LogitsProcessorList
+
+        ids = torch.tensor([prompt_ids], device=self.device)
+        with self.lock, torch.inference_mode():
+            output = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                logits_processor=LogitsProcessorList(processors or []),
+                eos_token_id=self.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return self.decode(output[0, ids.shape[1] :])
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 

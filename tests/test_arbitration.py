@@ -19,17 +19,7 @@ def model() -> LanguageModel:
 
 
 def greedy(model: LanguageModel, prompt: str, tokens: int = 12) -> str:
-    ids = torch.tensor([model.encode(prompt)])
-    with torch.inference_mode():
-        out = model.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=tokens,
-            eos_token_id=model.eos_token_id,
-            pad_token_id=model.tokenizer.pad_token_id,
-        )
-    return model.decode(out[0, ids.shape[1] :])
+    return model.greedy(model.encode(prompt), tokens)
 
 
 def test_jsd_is_zero_for_equal_and_one_for_disjoint() -> None:
