@@ -33,8 +33,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_io import RESULTS as RESULTS_DIR  # noqa: E402
+from bench.results_io import now, write_result  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "bench" / "results" / "decoding.json"
+RESULTS = RESULTS_DIR / "decoding.json"
 CACHE = ROOT / ".cache" / "models"
 ANSWER_TOKENS = 20
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -297,15 +300,11 @@ def main() -> None:
                     "ckplug_slowdown": "<= 1.3",
                     "peak_rss_mb": "< 2048",
                 },
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "measured_at": now(),
                 "cpus": os.cpu_count(),
             }
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    partial = RESULTS.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    partial.replace(RESULTS)
-    print(json.dumps(results, indent=2))
+    write_result(RESULTS.name, results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -22,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_io import machine, now, write_result  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "musique"
-RESULTS = ROOT / "bench" / "results"
 TARGET_SECONDS = 60.0
 
 
@@ -103,15 +103,11 @@ def main() -> None:
         "meets_target": seconds <= TARGET_SECONDS,
         "notes": "stages are the main process's waits: extraction runs in a worker process beside embedding, "
         "so 'extract' is only the time spent waiting for it",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "measured_at": now(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = "ingest.json" if args.limit is None else f"ingest_limit{args.limit}.json"
-    partial = RESULTS / (name + ".tmp")
-    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    partial.replace(RESULTS / name)
-    print(json.dumps(result, indent=2))
+    write_result(name, result)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -22,13 +20,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.results_io import machine, now, write_result  # noqa: E402
+
 DEFAULT_KB = ROOT.parent / "shared" / "data" / "metaqa" / "kb.tsv"
-RESULTS = ROOT / "bench" / "results"
 TARGET_SECONDS = 5.0
 
 
 def child(kb: Path) -> dict[str, float]:
-    sys.path.insert(0, str(ROOT))
     from graph.embedded import EmbeddedGraphStore
     from graph.model import entity_id
     from graph.paths import neighbourhood
@@ -115,15 +114,10 @@ def main() -> None:
         "runs_seconds": [round(r["seconds"], 3) for r in runs],
         "target_seconds": TARGET_SECONDS,
         "meets_target": seconds <= TARGET_SECONDS,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "measured_at": now(),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / "kg_load.json"
-    partial = target.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    partial.replace(target)
-    print(json.dumps(result, indent=2))
+    write_result("kg_load.json", result)
 
 
 if __name__ == "__main__":
