@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,8 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory (default: $TRELLIS_DATA_DIR or ./trellis_data)."),
 ]
+
+AsJson = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -99,6 +102,18 @@ def _open_writer(settings: Settings) -> GraphStore:
         raise _fail(str(error)) from None
 
 
+@contextmanager
+def _writing(settings: Settings) -> Iterator[GraphStore]:
+    """The store open for writing; store and index errors become a one-line error and exit 1."""
+    store = _open_writer(settings)
+    try:
+        yield store
+    except (GraphStoreError, VectorIndexError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories (txt, md, html, pdf, json, jsonl).")],
@@ -118,23 +133,17 @@ def ingest(
     from lm.embeddings import get_embedder
 
     settings = _settings(data_dir)
-    store = _open_writer(settings)
-    try:
-        with _progress() as progress:
-            loading = progress.add_task("models", total=None)
-            embedder = get_embedder(settings.embedding_model, settings.device)
-            extractor = SpacyExtractor()
-            progress.update(loading, total=1, completed=1)
-            ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
-            try:
-                report = ingestor.ingest(paths, include or (), exclude or ())
-            finally:
-                ingestor.close()
-                extractor.close()
-    except (GraphStoreError, VectorIndexError) as error:
-        raise _fail(str(error)) from None
-    finally:
-        store.close()
+    with _writing(settings) as store, _progress() as progress:
+        loading = progress.add_task("models", total=None)
+        embedder = get_embedder(settings.embedding_model, settings.device)
+        extractor = SpacyExtractor()
+        progress.update(loading, total=1, completed=1)
+        ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
+        try:
+            report = ingestor.ingest(paths, include or (), exclude or ())
+        finally:
+            ingestor.close()
+            extractor.close()
     for problem in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     if report.recovered:
@@ -157,17 +166,12 @@ def delete(
     from ingest.pipeline import Ingestor
 
     settings = _settings(data_dir)
-    store = _open_writer(settings)
-    try:
+    with _writing(settings) as store:
         ingestor = Ingestor(settings, store)
         try:
             deleted, unknown = ingestor.delete(doc_ids)
         finally:
             ingestor.close()
-    except (GraphStoreError, VectorIndexError) as error:
-        raise _fail(str(error)) from None
-    finally:
-        store.close()
     out.print(f"deleted {len(deleted):,} document(s)", highlight=False)
     if unknown:
         raise _fail(f"no such document: {', '.join(unknown)}")
@@ -175,7 +179,7 @@ def delete(
 
 @app.command()
 def documents(
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
     """List ingested documents."""
@@ -206,7 +210,7 @@ def documents(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+    as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
     """What is stored: backend, data directory, and counts of entities, relations, documents, chunks, vectors."""
