@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -63,14 +62,6 @@ class Embedder:
         model = self._model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
-
-    @property
-    def max_tokens(self) -> int:
-        return int(self._model.max_seq_length)
-
-    @property
-    def tokenizer(self) -> Any:  # a transformers tokenizer
-        return self._model.tokenizer
 
     def count_tokens(self, text: str) -> int:
         """Word-piece tokens the model sees for `text`, special tokens excluded."""
