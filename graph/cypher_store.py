@@ -96,6 +96,15 @@ class CypherGraphStore:
         }
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
+    def chunks_mentioning(self, entity_ids: Sequence[str], limit: int = 20) -> list[tuple[str, str]]:
+        if not entity_ids:
+            return []
+        rows = self._rows(
+            "UNWIND $ids AS i MATCH (c:Chunk)-[:MENTIONS]->(e:Entity {id: i}) RETURN e.id, c.id ORDER BY c.id LIMIT $n",
+            {"ids": list(dict.fromkeys(entity_ids)), "n": limit},
+        )
+        return [(row[0], row[1]) for row in rows]
+
     def iter_entity_names(self) -> Iterator[tuple[str, str]]:
         for entity, name, aliases in self._rows("MATCH (e:Entity) RETURN e.id, e.name, e.aliases"):
             yield entity, name

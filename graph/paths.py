@@ -104,3 +104,64 @@ def neighbourhood(store: GraphStore, start_ids: Sequence[str], hops: int = 2, li
         if not frontier:
             break
     return found
+
+
+Step = tuple[str, bool]  # (relation type, forward)
+Pattern = tuple[Step, ...]
+
+
+def pattern_of(path: Path) -> Pattern:
+    return tuple(zip(path.relations, path.forward, strict=True))
+
+
+def verbalise_pattern(pattern: Pattern) -> str:
+    """`-directed_by-> <-starred_actors-`: the relation chain of a path without its entities."""
+    return " ".join(forward_arrow(r) if forward else backward_arrow(r) for r, forward in pattern)
+
+
+def relation_patterns(
+    store: GraphStore, start_id: str, hops: int = 2, max_frontier: int = 5_000
+) -> dict[Pattern, frozenset[str]]:
+    """Every relation chain of 1..`hops` steps that leaves `start_id`, with the set of entities it reaches.
+
+    Grouping paths by their relation chain keeps the work proportional to distinct (chain, entity) pairs
+    rather than to paths, which multiply at each hop; a chain's reach never includes the start entity.
+    Chains whose reach exceeds `max_frontier` are not expanded further.
+    """
+    reached: dict[Pattern, frozenset[str]] = {}
+    frontier: dict[Pattern, frozenset[str]] = {(): frozenset([start_id])}
+    for _hop in range(hops):
+        ids = {entity for ends in frontier.values() if len(ends) <= max_frontier for entity in ends}
+        by_origin: dict[str, list[Edge]] = defaultdict(list)
+        for edge in store.edges(list(ids)):
+            by_origin[edge.origin_id].append(edge)
+        grown: dict[Pattern, set[str]] = defaultdict(set)
+        for pattern, ends in frontier.items():
+            if len(ends) > max_frontier:
+                continue
+            for entity in ends:
+                for edge in by_origin.get(entity, ()):
+                    if edge.neighbour_id != start_id:
+                        grown[(*pattern, (edge.type, edge.forward))].add(edge.neighbour_id)
+        frontier = {pattern: frozenset(ends) for pattern, ends in grown.items()}
+        reached.update(frontier)
+        if not frontier:
+            break
+    return reached
+
+
+def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int = 200) -> list[Path]:
+    """Simple paths from `start_id` that follow `pattern`, at most `limit` of them."""
+    frontier = [Path((e.id,), (e.name,)) for e in store.get_entities([start_id])]
+    for relation, forward in pattern:
+        by_origin: dict[str, list[Edge]] = defaultdict(list)
+        for edge in store.edges(list({p.end_id for p in frontier})):
+            if edge.type == relation and edge.forward == forward:
+                by_origin[edge.origin_id].append(edge)
+        frontier = [
+            path.extend(edge)
+            for path in frontier
+            for edge in by_origin.get(path.end_id, ())
+            if edge.neighbour_id not in path.entity_ids
+        ][: limit * 20]
+    return frontier[:limit]

@@ -66,6 +66,10 @@ class GraphStore(Protocol):
         """(relation type, forward?, count) of the relations touching an entity."""
         ...
 
+    def chunks_mentioning(self, entity_ids: Sequence[str], limit: int = 20) -> list[tuple[str, str]]:
+        """(entity id, chunk id) for chunks that mention any of `entity_ids`, at most `limit` rows."""
+        ...
+
     def iter_entity_names(self) -> Iterator[tuple[str, str]]:
         """(id, name) of every entity and (id, alias) of every alias; feeds fuzzy and vector linking."""
         ...

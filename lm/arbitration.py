@@ -1,9 +1,9 @@
 """Parametric-vs-context arbitration at every decoding step: AdaCAD and CK-PLUG.
 
 Both compare the next-token distribution with the retrieved context (p_ctx) to the one without it (p_par,
-the model's parametric knowledge). The two come from one batched forward pass: `generate` runs a batch of
-row pairs (with context, without), sharing KV caches as usual, and the processor turns each pair's two
-distributions into one choice written into both rows, so the pair stays in step.
+the model's parametric knowledge). The two come from one batched forward pass per token over a pair of rows
+(with context, without) that share one KV cache, and the processor turns the pair's two distributions into
+one choice written into both rows, so the pair stays in step.
 
 - AdaCAD (Wang et al. 2024, "AdaCAD: Adaptively Decoding to Balance Conflicts between Contextual and
   Parametric Knowledge"): alpha_t = JSD(p_ctx || p_par); logits (1 + alpha_t) z_ctx - alpha_t z_par.
@@ -95,12 +95,22 @@ class PairedArbitration(LogitsProcessor):
 
 
 class AdaCAD(PairedArbitration):
+    def __init__(self, plausibility: float | None = None, **options: object) -> None:
+        """`plausibility` (off by default, as in the paper): keep only tokens whose p_ctx is at least this
+        share of the top p_ctx, the adaptive plausibility constraint of contrastive decoding (Li et al. 2023),
+        so that subtracting p_par cannot promote a token the context finds implausible."""
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.plausibility = plausibility
+
     def combine(self, log_ctx: torch.Tensor, log_par: torch.Tensor) -> tuple[torch.Tensor, float, float, bool]:
         alpha = float(jensen_shannon_bits(log_ctx, log_par))
         gain = float(entropy_bits(log_par) - entropy_bits(log_ctx))
         # On log-probabilities this equals the paper's rule on logits up to a constant; tokens masked to
         # -inf (a constraint) stay masked instead of turning into nan.
         combined = torch.where(torch.isinf(log_ctx), log_ctx, (1 + alpha) * log_ctx - alpha * log_par)
+        if self.plausibility is not None:
+            implausible = log_ctx < log_ctx.max() + torch.log(torch.tensor(self.plausibility))
+            combined = combined.masked_fill(implausible, NEG_INF)
         return combined, alpha, gain, False
 
 
@@ -127,6 +137,25 @@ class CKPlug(PairedArbitration):
         return mixed, reliance, gain, True
 
 
+KVLayers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values)
+
+
+def _prefill(model: LanguageModel, ids: list[int]) -> tuple[torch.Tensor, KVLayers]:
+    """Next-token logits after `ids` and the per-layer (keys, values) of its KV cache."""
+    output = model.model(torch.tensor([ids], device=model.device), use_cache=True)
+    cache = output.past_key_values
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    return output.logits[0, -1], layers
+
+
+def _left_padded(layers: KVLayers, width: int) -> KVLayers:
+    def pad(tensor: torch.Tensor) -> torch.Tensor:
+        missing = width - tensor.shape[-2]
+        return torch.nn.functional.pad(tensor, (0, 0, missing, 0)) if missing else tensor
+
+    return [(pad(keys), pad(values)) for keys, values in layers]
+
+
 def arbitrated_generate(
     model: LanguageModel,
     with_context: str,
@@ -136,24 +165,56 @@ def arbitrated_generate(
     extra_processors: list[LogitsProcessor] | None = None,
     min_new_tokens: int = 0,
 ) -> str:
-    """Generate one answer from the pair of prompts under `processor`; returns the decoded answer."""
-    from transformers import LogitsProcessorList
+    """Generate one answer from the pair of prompts under `processor`; returns the decoded answer.
 
-    tokenizer = model.tokenizer
-    rows = [model.encode(with_context), model.encode(without_context)]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=model.device)
-    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
+    Each prompt is prefilled on its own (the prompt without context is short, so this costs far less than
+    prefilling both padded to the longer one); their KV caches are then left-padded into one batch of two
+    rows that decodes in step, one forward pass per token.
+    """
+    from transformers import DynamicCache
+
+    prompts = [model.encode(with_context), model.encode(without_context)]
+    lengths = [len(ids) for ids in prompts]
+    width = max(lengths)
+    pad_id = model.tokenizer.pad_token_id
+    device = model.device
+    processors = [*(extra_processors or []), processor]
     with model.lock, torch.inference_mode():
-        output = model.model.generate(
-            input_ids,
-            attention_mask=attention,
-            logits_processor=LogitsProcessorList([*(extra_processors or []), processor]),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            eos_token_id=model.eos_token_id,
-            pad_token_id=pad,
+        prefilled = [_prefill(model, ids) for ids in prompts]
+        scores = torch.stack([logits for logits, _ in prefilled]).float()
+        padded = [_left_padded(layers, width) for _, layers in prefilled]
+        cache = DynamicCache(
+            [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*padded, strict=True)],
+            config=model.model.config,
         )
-    return model.decode(output[0, width:])
+        sequences = torch.tensor(
+            [[pad_id] * (width - n) + ids for n, ids in zip(lengths, prompts, strict=True)], device=device
+        )
+        attention = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
+        positions = torch.tensor([[n] for n in lengths], device=device)
+        answer: list[int] = []
+        for step in range(max_new_tokens):
+            if step < min_new_tokens:
+                scores[:, model.eos_token_id] = NEG_INF
+            for each in processors:
+                scores = each(sequences, scores)
+            token = int(torch.argmax(scores[0]))
+            if token == model.eos_token_id:
+                break
+            answer.append(token)
+            if step + 1 == max_new_tokens:
+                break
+            next_ids = torch.tensor([[token], [token]], device=device)
+            sequences = torch.cat([sequences, next_ids], dim=1)
+            attention = torch.cat([attention, torch.ones((2, 1), dtype=attention.dtype, device=device)], dim=1)
+            output = model.model(
+                next_ids,
+                past_key_values=cache,
+                # A ready 4-D boolean mask (row, head, query, key) spares transformers building one each step.
+                attention_mask=attention.bool()[:, None, None, :],
+                position_ids=positions + step,
+                cache_position=torch.tensor([width + step], device=device),
+                use_cache=True,
+            )
+            scores = output.logits[:, -1].float()
+    return model.decode(answer)
