@@ -48,10 +48,16 @@ def ingest_triples_command(
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Skip and report bad lines instead of stopping.")
     ] = False,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="Relation schema JSON (cue words per relation type) that helps questions find relations."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Load ready-made triples into the knowledge graph (idempotent; a bad line writes nothing)."""
     settings = _settings(data_dir)
+    if schema is not None:
+        _install_schema(schema, settings)
     store = _open_writer(settings)
     progress = _progress()
     advance = _progress_callback(progress)
@@ -72,6 +78,23 @@ def ingest_triples_command(
         f"(source '{report.source}')",
         highlight=False,
     )
+
+
+def _install_schema(schema: Path, settings: Settings) -> None:
+    """Check the schema file, then copy it into the data directory atomically."""
+    import os
+    import tempfile
+
+    from agents.patterns import RelationSchema
+
+    try:
+        RelationSchema.load(schema)
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=settings.data_dir, delete=False) as temporary:
+        temporary.write(schema.read_bytes())
+    os.replace(temporary.name, settings.relation_schema_path)
 
 
 def _progress() -> Progress:
@@ -240,6 +263,195 @@ def status(
     for key, value in report.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     out.print(table)
+
+
+# -- asking ----------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _agent(settings: Settings, checkpointer: object = None) -> Iterator[tuple[object, object]]:
+    """(compiled agent graph, resources) over a read-only store."""
+    from agents.graph import build_graph
+    from agents.resources import Resources
+
+    if settings.backend == "embedded" and not settings.graph_path.exists():
+        raise _fail(f"nothing ingested in {settings.data_dir}: run `trellis ingest` or `trellis ingest-triples` first")
+    try:
+        resources = Resources.open(settings)
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+    try:
+        yield build_graph(resources, checkpointer), resources
+    except (GraphStoreError, VectorIndexError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        resources.close()
+
+
+def _print_answer(result: dict) -> None:
+    badge = {"graph": "green", "context": "cyan", "parameters": "yellow"}.get(result["source"], "white")
+    out.print(f"[bold]{result['answer'] or '(no answer)'}[/bold]  [{badge}]\\[{result['source']}][/{badge}]")
+    if len(result["answers"]) > 1:
+        more = ", ".join(result["answers"][1:8]) + (" ..." if len(result["answers"]) > 8 else "")
+        out.print(f"  also: {more}", highlight=False)
+    for path in result["path_details"]:
+        out.print(f"  path: {path['text']}", highlight=False)
+    for citation in result["citations"]:
+        page = f", p. {citation['page']}" if citation["page"] else ""
+        out.print(f"  cite: {citation['title'] or citation['doc_id']} ({citation['chunk_id']}{page})", highlight=False)
+
+
+@app.command("ask")
+def ask_command(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Answer one question with the paths and chunk citations it used."""
+    from agents.graph import ask
+
+    with _agent(_settings(data_dir)) as (graph, _resources):
+        result = ask(graph, question)
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_answer(result)
+
+
+@app.command()
+def chat(
+    thread: Annotated[str | None, typer.Option(help="Conversation id to resume (default: a new one).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A multi-turn conversation; follow-up questions are read against earlier turns. Empty line or Ctrl-D ends."""
+    import sqlite3
+    import uuid
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agents.graph import ask
+
+    settings = _settings(data_dir)
+    thread_id = thread or uuid.uuid4().hex[:12]
+    connection = sqlite3.connect(settings.conversations_path, check_same_thread=False)
+    try:
+        with _agent(settings, SqliteSaver(connection)) as (graph, _resources):
+            err.print(f"thread {thread_id} (resume with --thread {thread_id})", highlight=False)
+            while True:
+                try:
+                    question = input("you> ").strip()
+                except EOFError:
+                    break
+                if not question:
+                    break
+                _print_answer(ask(graph, question, thread_id))
+    finally:
+        connection.close()
+
+
+@app.command()
+def batch(
+    questions: Annotated[Path, typer.Argument(help='JSONL of {"id", "question", "answers"?}.')],
+    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL of answers (appended; resumable).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Answer many questions; re-running skips ids already in the output. Prints metrics when gold answers exist."""
+    from app.evaluation import BatchFileError, answer_all, load_results, read_questions, summarise
+
+    try:
+        items = read_questions(questions)
+    except (BatchFileError, OSError) as error:
+        raise _fail(str(error)) from None
+    with _agent(_settings(data_dir)) as (graph, resources), _progress() as progress:
+        _warm(resources)
+        task = progress.add_task("questions", total=len(items))
+        answer_all(graph, items, output, lambda n: progress.advance(task, n))
+        summary = summarise(resources, load_results(output))
+    out.print_json(json.dumps(summary))
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        str,
+        typer.Argument(help="metaqa-1hop, metaqa-2hop, metaqa-3hop, musique, nqswap, or a JSONL in the batch format."),
+    ],
+    limit: Annotated[int, typer.Option(help="Questions to score.")] = 300,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where metrics.json, report.md and plots go.")] = Path(
+        "eval_out"
+    ),
+    data_dir: DataDir = None,
+) -> None:
+    """Score the agent on a benchmark; loads the benchmark's KG or passages into the data directory if missing."""
+    from app import evaluation
+
+    settings = _settings(data_dir)
+    _prepare(dataset, settings)
+    name = Path(dataset).stem if dataset not in evaluation.DATASETS else dataset
+    answers_path = out_dir / "answers.jsonl"
+    if answers_path.exists():
+        answers_path.unlink()  # an evaluation is a fresh run; `batch` is the resumable one
+    with _agent(settings) as (graph, resources), _progress() as progress:
+        extra: dict = {}
+        skipped = 0
+        if dataset.startswith("metaqa-"):
+            items, skipped = evaluation.metaqa_questions(resources, int(dataset[7]), limit)
+        elif dataset == "musique":
+            items = evaluation.musique_questions(limit)
+            extra["recall_at_5"] = evaluation.recall_at_5(resources, items)
+        elif dataset == "nqswap":
+            items = evaluation.nqswap_questions(limit)
+        else:
+            try:
+                items = evaluation.read_questions(Path(dataset))[:limit]
+            except (evaluation.BatchFileError, OSError) as error:
+                raise _fail(str(error)) from None
+        _warm(resources)
+        task = progress.add_task(name, total=len(items))
+        if dataset == "nqswap":
+            evaluation.answer_with_given_context(resources, items, answers_path, lambda n: progress.advance(task, n))
+        else:
+            evaluation.answer_all(graph, items, answers_path, lambda n: progress.advance(task, n))
+        results = evaluation.load_results(answers_path)
+        metrics = {"dataset": name, **evaluation.summarise(resources, results), "skipped": skipped, **extra}
+        metrics["peak_rss_mb"] = evaluation.peak_rss_mb()
+    evaluation.write_report(out_dir, metrics, results)
+    out.print_json(json.dumps(metrics))
+
+
+def _warm(resources: object) -> None:
+    """Load the models before the clock starts: latency is measured with the model loaded."""
+    _ = resources.model, resources.embedder  # type: ignore[attr-defined]
+
+
+def _prepare(dataset: str, settings: Settings) -> None:
+    """Load what a named benchmark needs into the data directory, once."""
+    from app.evaluation import SHARED_DATA
+
+    if dataset.startswith("metaqa-"):
+        needs = not settings.graph_path.exists() or not settings.relation_schema_path.exists()
+        if needs:
+            _install_schema(Path(__file__).resolve().parents[1] / "examples" / "metaqa" / "relations.json", settings)
+            with _writing(settings) as store:
+                ingest_triples(store, SHARED_DATA / "metaqa" / "kb.tsv")
+    elif dataset == "musique" and not settings.vectors_path.exists():
+        _ingest_musique(settings, SHARED_DATA / "musique" / "corpus.json")
+
+
+def _ingest_musique(settings: Settings, corpus: Path) -> None:
+    from ingest.extract import SpacyExtractor
+    from ingest.pipeline import Ingestor
+    from lm.embeddings import get_embedder
+
+    with _writing(settings) as store, _progress() as progress:
+        extractor = SpacyExtractor()
+        embedder = get_embedder(settings.embedding_model, settings.device)
+        ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
+        try:
+            ingestor.ingest([corpus], (), ())
+        finally:
+            ingestor.close()
+            extractor.close()
 
 
 def main() -> None:

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
     )
 
+    max_hops: int = Field(3, ge=1, le=4, description="Longest relation chain the agent follows from a question.")
+    retrieve_k: int = Field(5, ge=1, description="Chunks retrieved for a document question.")
+    trie_paths: int = Field(64, ge=1, description="Most graph paths offered to the constrained decoder.")
+    closed_book_entropy: float = Field(
+        1.0, ge=0, description="Answer from the model's own knowledge when its first answer token's entropy "
+        "(bits) is below this and the question links to nothing."
+    )
+
     @field_validator("graph_uri")
     @classmethod
     def _known_backend(cls, uri: str) -> str:
@@ -77,6 +85,16 @@ class Settings(BaseSettings):
     def vectors_path(self) -> Path:
         """Chunk vectors (FAISS), with their id map, in one file."""
         return self.data_dir / "vectors.npz"
+
+    @property
+    def relation_schema_path(self) -> Path:
+        """Cue words per relation type (copied in by `ingest-triples --schema`)."""
+        return self.data_dir / "relation_schema.json"
+
+    @property
+    def conversations_path(self) -> Path:
+        """LangGraph checkpoints of chat threads."""
+        return self.data_dir / "conversations.sqlite"
 
     @property
     def entity_vectors_path(self) -> Path:

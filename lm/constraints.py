@@ -159,3 +159,42 @@ def _segment(tree: TokenTree, generated: Sequence[int]) -> list[int]:
         node = children[token]
         taken.append(token)
     return taken
+
+
+@dataclass(frozen=True, slots=True)
+class GreedyPath:
+    segment: list[int]  # tokens of the trie sequence chosen, from its root to a leaf
+    log_prob: float  # sum of the log-probabilities of the choices the model made (forced tokens add 0)
+    choices: int  # branching points where the model decided
+    forward_passes: int
+
+
+def constrained_greedy(model: LanguageModel, prompt_ids: Sequence[int], tree: TokenTree) -> GreedyPath:
+    """Greedy decoding of one whole trie sequence after `prompt_ids`, skipping the model where it has no choice.
+
+    Where a trie node has a single child the token is forced, so it is queued instead of decoded; the
+    queued tokens enter the model together in the next forward pass, at a branching point. A path whose
+    start entity and relation are fixed then costs the prompt's prefill and one pass per real decision;
+    a trie that holds a single path costs no pass at all. Under the constraint this is exactly greedy
+    decoding: a forced token is the argmax of a distribution masked to that one token.
+    """
+    node, segment, pending = tree.root, [], list(prompt_ids)
+    log_prob, choices, passes, cache = 0.0, 0, 0, None
+    with model.lock, torch.inference_mode():
+        while children := tree.children(node):
+            if len(children) == 1:
+                [(token, node)] = children.items()
+                segment.append(token)
+                pending.append(token)
+                continue
+            output = model.model(torch.tensor([pending], device=model.device), past_key_values=cache, use_cache=True)
+            cache, passes = output.past_key_values, passes + 1
+            log_probs = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+            allowed = torch.tensor(list(children), device=log_probs.device)
+            best = int(torch.argmax(log_probs[allowed]))
+            token = int(allowed[best])
+            log_prob += float(log_probs[token])
+            choices += 1
+            segment.append(token)
+            node, pending = children[token], [token]
+    return GreedyPath(segment, log_prob, choices, passes)

@@ -1,0 +1,270 @@
+"""The agent: a LangGraph StateGraph of route -> retrieve -> arbitrate -> generate -> answer.
+
+Nodes are plain functions of the state returning a partial state; the shared store and models reach them
+through `Resources`, bound when the graph is built. An unsupported document answer loops back to retrieve
+with more chunks, for at most `MAX_ROUNDS` rounds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from agents.generation import (
+    closed_book_answer,
+    closed_book_entropy,
+    document_answer,
+    graph_answer,
+    probability,
+)
+from agents.resources import Resources
+from agents.retrieval import graph_candidates, link_entities, path_record, retrieve_chunks
+from agents.state import AgentState
+
+MAX_ROUNDS = 2
+PRONOUNS = re.compile(r"\b(it|its|he|him|his|she|her|they|them|their|that|this|there)\b", re.IGNORECASE)
+DOCUMENTS_ONLY = re.compile(r"\b(use|using|from|according to) (only )?(the )?(documents?|passages?|sources?)\b", re.I)
+NO_DOCUMENTS = re.compile(r"\b(ignore|without|don'?t use|do not use) (the )?(documents?|passages?|sources?)\b", re.I)
+GRAPH_ONLY = re.compile(r"\b(only|just) (the |from the )?(knowledge )?graph\b", re.I)
+# Chains that contradict the question's cues (score below this) are not trusted to answer it.
+MIN_PATTERN_SCORE = -1.5
+
+
+def instruction_of(question: str) -> str | None:
+    """A user instruction about sources (instruction > context > parameters)."""
+    if NO_DOCUMENTS.search(question):
+        return "no_documents"
+    if GRAPH_ONLY.search(question):
+        return "graph_only"
+    if DOCUMENTS_ONLY.search(question):
+        return "documents_only"
+    return None
+
+
+def route(resources: Resources, state: AgentState) -> dict[str, Any]:
+    started = time.perf_counter()
+    question = state["question"]
+    instruction = instruction_of(question)
+    entities = link_entities(resources, question)
+    conversation = state.get("conversation") or []
+    if not entities and conversation and PRONOUNS.search(question):
+        # A follow-up ("who directed it?"): link against the previous turn and carry its entities.
+        last = conversation[-1]
+        entities = link_entities(resources, f"{last['question']} {last['answer']}")
+    graph = None
+    if entities and instruction != "documents_only":
+        graph = graph_candidates(resources, question, entities)
+    trace: dict[str, Any] = {"instruction": instruction}
+    if graph is not None and graph.patterns[0].score >= MIN_PATTERN_SCORE:
+        decided = "graph"
+    elif instruction != "no_documents" and resources.chunk_index is not None and len(resources.chunk_index):
+        decided = "documents"
+        if instruction is None and not entities:
+            entropy = closed_book_entropy(resources, question)
+            trace["closed_book_entropy_bits"] = round(entropy, 3)
+            if entropy < resources.settings.closed_book_entropy:
+                decided = "parametric"
+    else:
+        decided = "parametric"
+    trace["route_s"] = round(time.perf_counter() - started, 4)
+    update: dict[str, Any] = {
+        "route": decided,
+        "instruction": instruction,
+        "entities": entities,
+        "rounds": 0,
+        "trace": trace,
+        "paths": [],
+        "patterns": [],
+        "chunks": [],
+        "context": "",
+    }
+    if decided == "graph" and graph is not None:
+        update["patterns"] = [
+            {"pattern": [list(step) for step in p.pattern], "score": p.score, "reach": len(p.reach)}
+            for p in graph.patterns[:5]
+        ]
+        update["_graph"] = graph
+    return update
+
+
+def retrieve(resources: Resources, state: AgentState) -> dict[str, Any]:
+    started = time.perf_counter()
+    trace = dict(state.get("trace") or {})
+    if state["route"] == "graph":
+        graph = state["_graph"]  # type: ignore[typeddict-item]
+        paths = [path_record(p, graph.patterns[0].score) for p in graph.paths]
+        update: dict[str, Any] = {"paths": paths}
+    elif state["route"] == "documents":
+        k = resources.settings.retrieve_k * (1 + state.get("rounds", 0))
+        found = retrieve_chunks(resources, state["question"], state.get("entities", []), k)
+        update = {"chunks": [c for c, _ in found], "context": "\n\n".join(text for _, text in found)}
+        update["_passages"] = [text for _, text in found]
+    else:
+        update = {}
+    trace["retrieve_s"] = round(time.perf_counter() - started, 4)
+    update["trace"] = trace
+    return update
+
+
+def arbitrate(resources: Resources, state: AgentState) -> dict[str, Any]:
+    """Choose how to weigh context against the model's own knowledge for this question."""
+    instruction = state.get("instruction")
+    if state["route"] == "graph":
+        decision = {"method": "kg-trie", "reason": "graph paths constrain the answer; no parametric fallback"}
+    elif state["route"] == "documents":
+        if instruction == "documents_only":
+            decision = {"method": "ckplug", "reliance": 0.0, "reason": "the user asked for the documents only"}
+        else:
+            decision = {"method": "adacad", "reason": "weigh context against memory by their divergence per token"}
+    else:
+        decision = {"method": "closed-book", "reason": "no retrieval needed or allowed"}
+    return {"arbitration": decision}
+
+
+def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
+    started = time.perf_counter()
+    trace = dict(state.get("trace") or {})
+    update: dict[str, Any] = {}
+    if state["route"] == "graph":
+        graph = state["_graph"]  # type: ignore[typeddict-item]
+        chosen = graph_answer(resources, state["question"], graph.paths)
+        if chosen is not None:
+            top = [p for p in graph.patterns if p.score >= graph.patterns[0].score - 1e-9]
+            reach = {e for p in top for e in p.reach}
+            names = {e.id: e.name for e in resources.store.get_entities(sorted(reach)[:200])}
+            others = sorted(n for i, n in names.items() if i != chosen.path.end_id)
+            record = path_record(chosen.path, chosen.log_prob)
+            update = {
+                "answer": chosen.path.end_name,
+                "answers": [chosen.path.end_name, *others],
+                "used_paths": [record],
+                "source": "graph",
+                "confidence": probability(chosen.log_prob),
+                "supported": True,
+            }
+            trace["constraint"] = {
+                "paths_offered": chosen.offered,
+                "model_choices": chosen.choices,
+                "forward_passes": chosen.forward_passes,
+                "path_log_prob": round(chosen.log_prob, 4),
+            }
+    elif state["route"] == "documents":
+        passages = state.get("_passages") or []  # type: ignore[typeddict-item]
+        decision = state.get("arbitration") or {}
+        answer = document_answer(
+            resources, state["question"], passages, decision.get("method", "adacad"), decision.get("reliance", 0.0)
+        )
+        steps = answer.trace.steps
+        weights = [s.weight for s in steps]
+        update = {
+            "answer": answer.text,
+            "answers": [answer.text] if answer.text else [],
+            "citations": state.get("chunks", []),
+            "source": "context",
+            "confidence": round(1.0 - (sum(weights) / len(weights) if weights else 0.0), 4),
+            "supported": _supported(answer.text, state.get("context", "")),
+        }
+        trace["arbitration"] = [
+            {
+                "token": resources.model.decode([s.token]),
+                "weight": round(s.weight, 4),
+                "confidence_gain": round(s.confidence_gain, 4),
+                "conflict": s.conflict,
+            }
+            for s in steps
+        ]
+    if "answer" not in update:
+        text = closed_book_answer(resources, state["question"]).text
+        update = {
+            "answer": text,
+            "answers": [text] if text else [],
+            "source": "parameters",
+            "confidence": 0.0,
+            "supported": True,
+        }
+    trace["generate_s"] = round(time.perf_counter() - started, 4)
+    update["trace"] = trace
+    update["rounds"] = state.get("rounds", 0) + 1
+    return update
+
+
+def _supported(answer: str, context: str) -> bool:
+    """Some content word of the answer appears in the context."""
+    words = [w for w in re.findall(r"\w+", answer.lower()) if len(w) > 2]
+    return bool(words) and any(w in context.lower() for w in words)
+
+
+def after_generate(state: AgentState) -> str:
+    if state["route"] == "documents" and not state.get("supported") and state.get("rounds", 0) < MAX_ROUNDS:
+        return "retrieve"
+    return "answer"
+
+
+def answer(resources: Resources, state: AgentState) -> dict[str, Any]:
+    conversation = list(state.get("conversation") or [])
+    conversation.append({"question": state["question"], "answer": state.get("answer", "")})
+    return {
+        "conversation": conversation[-20:],
+        "citations": state.get("citations", []) if state["route"] == "documents" else [],
+        "used_paths": state.get("used_paths", []) if state["route"] == "graph" else [],
+        "_graph": None,  # this turn's working data stays out of the conversation's checkpoints
+        "_passages": None,
+    }
+
+
+class _State(AgentState, total=False):
+    _graph: Any  # GraphCandidates of this turn (not checkpointed beyond the run)
+    _passages: list[str]
+
+
+def build_graph(resources: Resources, checkpointer: Any = None) -> Any:
+    """The compiled agent graph bound to `resources` (and a checkpointer for multi-turn memory)."""
+    nodes: dict[str, Callable[..., dict[str, Any]]] = {
+        "route": route,
+        "retrieve": retrieve,
+        "arbitrate": arbitrate,
+        "generate": generate,
+        "answer": answer,
+    }
+    builder = StateGraph(_State)
+    for name, node in nodes.items():
+        builder.add_node(name, partial(node, resources))
+    builder.add_edge(START, "route")
+    builder.add_edge("route", "retrieve")
+    builder.add_edge("retrieve", "arbitrate")
+    builder.add_edge("arbitrate", "generate")
+    builder.add_conditional_edges("generate", after_generate, {"retrieve": "retrieve", "answer": "answer"})
+    builder.add_edge("answer", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def result_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The public answer: what `trellis ask --json` prints and the HTTP API returns."""
+    return {
+        "question": state["question"],
+        "answer": state.get("answer", ""),
+        "answers": state.get("answers", []),
+        "paths": [p["path"] for p in state.get("used_paths", [])],
+        "path_details": state.get("used_paths", []),
+        "citations": state.get("citations", []),
+        "source": state.get("source", "none"),
+        "confidence": state.get("confidence", 0.0),
+        "route": state.get("route"),
+        "entities": state.get("entities", []),
+        "trace": {**(state.get("trace") or {}), "arbitration_decision": state.get("arbitration")},
+    }
+
+
+def ask(graph: Any, question: str, thread_id: str | None = None) -> dict[str, Any]:
+    """Run one question through the compiled graph; returns `result_of` its final state."""
+    config = {"configurable": {"thread_id": thread_id}} if thread_id else None
+    started = time.perf_counter()
+    state = graph.invoke({"question": question}, config=config)
+    result = result_of(state)
+    result["trace"]["total_s"] = round(time.perf_counter() - started, 4)
+    return result

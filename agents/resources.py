@@ -1,0 +1,69 @@
+"""What the agent's nodes work with: the store, the indexes and the models, opened once and shared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from agents.patterns import RelationSchema
+from config import Settings
+from graph.store import GraphStore, open_store
+from graph.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from lm.embeddings import Embedder
+    from lm.model import LanguageModel
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    store: GraphStore
+    owns_store: bool = True
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings, store: GraphStore | None = None) -> Resources:
+        """Open the store read-only (a writer may work beside us) unless one is handed in."""
+        if store is not None:
+            return cls(settings, store, owns_store=False)
+        return cls(settings, open_store(settings, read_only=True))
+
+    @cached_property
+    def schema(self) -> RelationSchema:
+        path = self.settings.relation_schema_path
+        return RelationSchema.load(path) if path.exists() else RelationSchema()
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from lm.embeddings import get_embedder
+
+        return get_embedder(self.settings.embedding_model, self.settings.device)
+
+    @cached_property
+    def model(self) -> LanguageModel:
+        from lm.model import get_language_model
+
+        return get_language_model(self.settings.llm_model, self.settings.model_cache_dir, self.settings.device)
+
+    @cached_property
+    def chunk_index(self) -> VectorIndex | None:
+        path = self.settings.vectors_path
+        return VectorIndex(path, self.embedder.dim, self.embedder.name) if path.exists() else None
+
+    @cached_property
+    def entity_index(self) -> VectorIndex | None:
+        path = self.settings.entity_vectors_path
+        return VectorIndex(path, self.embedder.dim, self.embedder.name) if path.exists() else None
+
+    def close(self) -> None:
+        if self.owns_store and not self._closed:
+            self.store.close()
+        self._closed = True
+
+    def __enter__(self) -> Resources:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
