@@ -31,8 +31,10 @@ PRONOUNS = re.compile(r"\b(it|its|he|him|his|she|her|they|them|their|that|this|t
 DOCUMENTS_ONLY = re.compile(r"\b(use|using|from|according to) (only )?(the )?(documents?|passages?|sources?)\b", re.I)
 NO_DOCUMENTS = re.compile(r"\b(ignore|without|don'?t use|do not use) (the )?(documents?|passages?|sources?)\b", re.I)
 GRAPH_ONLY = re.compile(r"\b(only|just) (the |from the )?(knowledge )?graph\b", re.I)
-# Chains that contradict the question's cues (score below this) are not trusted to answer it.
+# Chains that contradict the question's cues (score below this) are not trusted to answer it; where
+# documents exist too, the graph answers only with a chain that matches every cue and the asked answer type.
 MIN_PATTERN_SCORE = -1.5
+STRONG_PATTERN_SCORE = 1.0
 
 
 def instruction_of(question: str) -> str | None:
@@ -60,9 +62,11 @@ def route(resources: Resources, state: AgentState) -> dict[str, Any]:
     if entities and instruction != "documents_only":
         graph = graph_candidates(resources, question, entities)
     trace: dict[str, Any] = {"instruction": instruction}
-    if graph is not None and graph.patterns[0].score >= MIN_PATTERN_SCORE:
+    has_documents = instruction != "no_documents" and resources.chunk_index is not None and len(resources.chunk_index)
+    best = graph.patterns[0].score if graph is not None else float("-inf")
+    if best >= STRONG_PATTERN_SCORE or (best >= MIN_PATTERN_SCORE and not has_documents):
         decided = "graph"
-    elif instruction != "no_documents" and resources.chunk_index is not None and len(resources.chunk_index):
+    elif has_documents:
         decided = "documents"
         if instruction is None and not entities:
             entropy = closed_book_entropy(resources, question)
