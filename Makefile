@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (Debian 12, Python 3.11):
-#   make demo   set up .venv, load the MetaQA knowledge graph into the embedded store, print the status
+#   make demo   set up .venv, load the MetaQA knowledge graph and 20 MuSiQue passages into the embedded store,
+#               then ask one graph question and one document question (answers, paths, citations)
 #   make test   set up .venv if needed and run the test suite
 # Both are idempotent: the install step reruns only when pyproject.toml changes.
 
@@ -34,9 +35,16 @@ $(CYPHER_LINT): tests/cypher_lint/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/cypher_lint --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: tests/test_neo4j_cypher.py will skip its grammar check"; fi
 
+DEMO_PASSAGES := $(DATA_DIR)/demo_passages.json
+
 demo: install
-	$(BIN)/trellis ingest-triples $(SHARED)/data/metaqa/kb.tsv --data-dir $(DATA_DIR)
+	$(BIN)/trellis ingest-triples $(SHARED)/data/metaqa/kb.tsv --schema examples/metaqa/relations.json --data-dir $(DATA_DIR)
+	$(BIN)/python -c "import json,sys; json.dump(json.load(open(sys.argv[1]))[:20], open(sys.argv[2], 'w'))" \
+		$(SHARED)/data/musique/corpus.json $(DEMO_PASSAGES)
+	$(BIN)/trellis ingest $(DEMO_PASSAGES) --data-dir $(DATA_DIR)
 	$(BIN)/trellis status --data-dir $(DATA_DIR)
+	$(BIN)/trellis ask "who directed the movies written by [Anthony Mann]" --data-dir $(DATA_DIR)
+	$(BIN)/trellis ask "Who publishes the Journal of Mathematical Physics?" --data-dir $(DATA_DIR)
 
 test: install $(CYPHER_LINT)
 	$(BIN)/python -m pytest

@@ -272,3 +272,10 @@ def ask(graph: Any, question: str, thread_id: str | None = None) -> dict[str, An
     result = result_of(state)
     result["trace"]["total_s"] = round(time.perf_counter() - started, 4)
     return result
+
+
+def make_graph() -> Any:
+    """Factory for LangGraph tooling (`langgraph.json`): the agent over the store that TRELLIS_* settings name."""
+    from config import load_settings
+
+    return build_graph(Resources.open(load_settings()))

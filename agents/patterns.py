@@ -110,18 +110,22 @@ class QuestionCues:
         return bool(stems) and any(t.startswith(stems) for t in self.tokens if t != _ANCHOR)
 
 
-def score_pattern(pattern: Pattern, cues: QuestionCues, schema: RelationSchema, partial: bool = False) -> float:
-    """Higher is better. `partial` scores a chain still growing: cued relations it lacks cost nothing yet."""
+def mismatch(pattern: Pattern, cues: QuestionCues, partial: bool = False) -> int:
+    """Hops the question does not cue plus cues the chain does not use (`partial`: only the former)."""
     hops = Counter(relation for relation, _ in pattern)
     cued = {relation: len(d) for relation, d in cues.distances.items()}
     if partial:
-        mismatch = sum(max(0, n - cued.get(r, 0)) for r, n in hops.items())
-    else:
-        mismatch = sum(abs(hops[r] - cued.get(r, 0)) for r in set(hops) | set(cued))
+        return sum(max(0, n - cued.get(r, 0)) for r, n in hops.items())
+    count = sum(abs(hops[r] - cued.get(r, 0)) for r in set(hops) | set(cued))
     returns = any(a[0] == b[0] and a[1] != b[1] for a, b in pairwise(pattern))
     if cues.return_cue and returns and any(n == cued.get(r, 0) + 1 for r, n in hops.items()):
-        mismatch -= 1  # "share the director with": one cue, out and back
-    score = -2.0 * mismatch
+        count -= 1  # "share the director with": one cue, out and back
+    return count
+
+
+def score_pattern(pattern: Pattern, cues: QuestionCues, schema: RelationSchema, partial: bool = False) -> float:
+    """Higher is better. `partial` scores a chain still growing: cued relations it lacks cost nothing yet."""
+    score = -2.0 * mismatch(pattern, cues, partial)
     last, forward = pattern[-1]
     relation_cues = schema.cues_of(last)
     score += 1.0 * cues.asks_for(relation_cues.tail if forward else relation_cues.head)
@@ -176,5 +180,7 @@ def rank_patterns(
         grown.sort(key=lambda item: -score_pattern(item[0], cues, schema, partial=True))
         found += grown
         frontier = grown[:beam]
+        if not cues.return_cue and any(mismatch(p, cues) == 0 for p, _ in grown):
+            break  # a chain already uses every cue once; a longer one could only add unexplained hops
     scored = [ScoredPattern(p, score_pattern(p, cues, schema), reach) for p, reach in found]
     return sorted(scored, key=lambda s: (-s.score, len(s.pattern)))
