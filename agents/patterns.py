@@ -23,7 +23,7 @@ from pathlib import Path
 from graph.paths import Pattern
 from graph.store import GraphStore
 
-RETURN_WORDS = ("share", "same", "also", "co", "together", "other")
+RETURN_WORDS = ("share", "same", "also", "co", "together", "other", "for")
 _FILLER = {"by", "has", "have", "in", "is", "of", "the", "a", "an", "to", "imdb"}
 _TOKEN = re.compile(r"[\w']+")
 _ANCHOR = "qqtopicqq"
@@ -77,6 +77,8 @@ class QuestionCues:
     anchor: int
     return_cue: bool
     distances: dict[str, list[int]] = field(default_factory=dict)
+    fewest: dict[str, int] = field(default_factory=dict)  # the fewest hops a relation's cues may stand for
+    positions: dict[str, list[int]] = field(default_factory=dict)  # token positions of each relation's cues
     seen: set[str] = field(default_factory=set)
 
     @classmethod
@@ -98,13 +100,34 @@ class QuestionCues:
                 for i, token in enumerate(self.tokens)
                 if token != _ANCHOR and token.startswith(stems)
             ]
-            # Different cue words close together name one hop ("released in which years"); the same
-            # word twice names two ("directed by the director of").
-            mentions = [
+            # Different cue words close together may name one hop ("released in which years") or two
+            # ("movies starred by the actors in"); the same word twice names two ("directed by the
+            # director of"). A relation is cued between `fewest` and len(distances) times.
+            separate = [
                 i for k, (i, stem) in enumerate(hits) if k == 0 or i - hits[k - 1][0] > 4 or stem == hits[k - 1][1]
             ]
-            if mentions:
-                self.distances[relation] = sorted(abs(i - self.anchor) for i in mentions)
+            if hits:
+                self.distances[relation] = sorted(abs(i - self.anchor) for i, _ in hits)
+                self.fewest[relation] = len(separate)
+                self.positions[relation] = [i for i, _ in hits]
+
+    @property
+    def returning(self) -> set[str]:
+        """Relations a return word turns back: the relation cued nearest to it, within 3 words (on a tie,
+        the one after it: "starred movies for the director of")."""
+        turned = set()
+        for word, token in enumerate(self.tokens):
+            if token == _ANCHOR or not token.startswith(RETURN_WORDS):
+                continue
+            near = [
+                (abs(i - word), i < word, relation)
+                for relation, places in self.positions.items()
+                for i in places
+                if 0 < abs(i - word) <= 3
+            ]
+            if near:
+                turned.add(min(near)[2])
+        return turned
 
     def asks_for(self, stems: tuple[str, ...]) -> bool:
         return bool(stems) and any(t.startswith(stems) for t in self.tokens if t != _ANCHOR)
@@ -113,24 +136,32 @@ class QuestionCues:
 def mismatch(pattern: Pattern, cues: QuestionCues, partial: bool = False) -> int:
     """Hops the question does not cue plus cues the chain does not use (`partial`: only the former)."""
     hops = Counter(relation for relation, _ in pattern)
-    cued = {relation: len(d) for relation, d in cues.distances.items()}
+    most = {relation: len(d) for relation, d in cues.distances.items()}
     if partial:
-        return sum(max(0, n - cued.get(r, 0)) for r, n in hops.items())
-    count = sum(abs(hops[r] - cued.get(r, 0)) for r in set(hops) | set(cued))
-    returns = any(a[0] == b[0] and a[1] != b[1] for a, b in pairwise(pattern))
-    if cues.return_cue and returns and any(n == cued.get(r, 0) + 1 for r, n in hops.items()):
-        count -= 1  # "share the director with": one cue, out and back
+        return sum(max(0, n - most.get(r, 0)) for r, n in hops.items())
+    back = returns_on(pattern, cues)
+    count = 0
+    for relation in set(hops) | set(most):
+        # "share the director with": one cue, out and back
+        low, high = cues.fewest.get(relation, 0), most.get(relation, 0) + (relation in back)
+        used = hops[relation]
+        count += low - used if used < low else max(0, used - high)
     return count
+
+
+def returns_on(pattern: Pattern, cues: QuestionCues) -> set[str]:
+    """Relations the chain goes out and back along where the question puts a return word beside their cue."""
+    return {a[0] for a, b in pairwise(pattern) if a[0] == b[0] and a[1] != b[1] and a[0] in cues.returning}
 
 
 def score_pattern(pattern: Pattern, cues: QuestionCues, schema: RelationSchema, partial: bool = False) -> float:
     """Higher is better. `partial` scores a chain still growing: cued relations it lacks cost nothing yet."""
-    score = -2.0 * mismatch(pattern, cues, partial)
+    score = -2.0 * mismatch(pattern, cues, partial) + 0.5 * bool(returns_on(pattern, cues))
     last, forward = pattern[-1]
     relation_cues = schema.cues_of(last)
     score += 1.0 * cues.asks_for(relation_cues.tail if forward else relation_cues.head)
     remaining = {r: list(d) for r, d in cues.distances.items()}
-    met = [remaining[r].pop(0) if remaining.get(r) else 99 for r, _ in pattern]
+    met = [remaining[r].pop(0) for r, _ in pattern if remaining.get(r)]
     score += 0.5 * (met == sorted(met))
     return score - 0.1 * len(pattern)
 
