@@ -155,6 +155,8 @@ def summarise(resources: Resources, results: list[dict[str, Any]]) -> dict[str, 
     summary["paths_checked"] = len(paths)
     summary["latency_p50_s"] = round(statistics.median(latencies), 3) if latencies else None
     summary["latency_p95_s"] = round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3) if latencies else None
+    # Sequential answering, model loaded: questions per second of answering time.
+    summary["questions_per_s"] = round(len(latencies) / sum(latencies), 2) if latencies and sum(latencies) else None
     summary["sources"] = dict(Counter(r.get("source", "none") for r in results))
     return summary
 

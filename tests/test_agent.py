@@ -220,3 +220,16 @@ def test_without_a_schema_relation_names_are_the_cues(tmp_path: Path) -> None:
         assert ranked[0].pattern == (("produced_by", True),)
 
 
+
+
+def test_cli_chat_remembers_a_thread_across_processes(data_dir: Path) -> None:
+    """The SQLite checkpointer keeps the conversation: a resumed thread still resolves "it"."""
+    runner = CliRunner()
+    environment = {"TRELLIS_MODEL_CACHE": str(MODEL_CACHE)}
+    arguments = ["chat", "--thread", "films", "--data-dir", str(data_dir)]
+    first = runner.invoke(app, arguments, input="who directed [Night Train]\n\n", env=environment)
+    assert first.exit_code == 0, first.output
+    assert "Anna Kowalski" in first.stdout
+    resumed = runner.invoke(app, arguments, input="when was it released\n\n", env=environment)
+    assert resumed.exit_code == 0, resumed.output
+    assert "2004" in resumed.stdout
