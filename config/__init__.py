@@ -53,8 +53,10 @@ class Settings(BaseSettings):
     retrieve_k: int = Field(5, ge=1, description="Chunks retrieved for a document question.")
     trie_paths: int = Field(64, ge=1, description="Most graph paths offered to the constrained decoder.")
     closed_book_entropy: float = Field(
-        1.0, ge=0, description="Answer from the model's own knowledge when its first answer token's entropy "
-        "(bits) is below this and the question links to nothing."
+        1.0,
+        ge=0,
+        description="Answer from the model's own knowledge when its first answer token's entropy "
+        "(bits) is below this and the question links to nothing.",
     )
 
     @field_validator("graph_uri")

@@ -220,8 +220,6 @@ def test_without_a_schema_relation_names_are_the_cues(tmp_path: Path) -> None:
         assert ranked[0].pattern == (("produced_by", True),)
 
 
-
-
 def test_cli_chat_remembers_a_thread_across_processes(data_dir: Path) -> None:
     """The SQLite checkpointer keeps the conversation: a resumed thread still resolves "it"."""
     runner = CliRunner()
