@@ -151,7 +151,11 @@ def relation_patterns(
 
 
 def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int = 200) -> list[Path]:
-    """Simple paths from `start_id` that follow `pattern`, at most `limit` of them."""
+    """Paths from `start_id` that follow `pattern` and never return to it, at most `limit` of them.
+
+    Like `relation_patterns`, a path may pass an entity twice elsewhere: "who directed the movies written
+    by the writer of X" is answered by the writer when the writer also directed them.
+    """
     frontier = [Path((e.id,), (e.name,)) for e in store.get_entities([start_id])]
     for relation, forward in pattern:
         by_origin: dict[str, list[Edge]] = defaultdict(list)
@@ -162,6 +166,7 @@ def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int
             path.extend(edge)
             for path in frontier
             for edge in by_origin.get(path.end_id, ())
-            if edge.neighbour_id not in path.entity_ids
+            # never back to the start, nor straight back along the edge just taken
+            if edge.neighbour_id != start_id and edge.neighbour_id not in path.entity_ids[-2:-1]
         ][: limit * 20]
     return frontier[:limit]
