@@ -71,12 +71,14 @@ class RelationSchema:
 
 @dataclass
 class QuestionCues:
-    """Where relations are cued, as distances (in words) from the topic entity, nearest first."""
+    """Where relations are cued: the order in which a chain should meet them, as (side, distance in words)
+    from the topic entity. Hops read outward from the entity, first on its left ("the films written by
+    the screenwriter of [X]"), then on its right ("[X] ... were directed by who")."""
 
     tokens: list[str]
     anchor: int
     return_cue: bool
-    distances: dict[str, list[int]] = field(default_factory=dict)
+    distances: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     fewest: dict[str, int] = field(default_factory=dict)  # the fewest hops a relation's cues may stand for
     positions: dict[str, list[int]] = field(default_factory=dict)  # token positions of each relation's cues
     seen: set[str] = field(default_factory=set)
@@ -107,7 +109,7 @@ class QuestionCues:
                 i for k, (i, stem) in enumerate(hits) if k == 0 or i - hits[k - 1][0] > 4 or stem == hits[k - 1][1]
             ]
             if hits:
-                self.distances[relation] = sorted(abs(i - self.anchor) for i, _ in hits)
+                self.distances[relation] = sorted((int(i > self.anchor), abs(i - self.anchor)) for i, _ in hits)
                 self.fewest[relation] = len(separate)
                 self.positions[relation] = [i for i, _ in hits]
 
