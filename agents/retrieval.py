@@ -88,6 +88,10 @@ def link_entities(resources: Resources, question: str, limit: int = 3) -> list[L
             span = words[start : start + size]
             if any(taken[start : start + size]) or all(w.lower() in _STOPWORDS for w in span):
                 continue
+            # A name is written with a capital somewhere (not counting the question's first word): this
+            # keeps "the state" or "a composer" from linking to entities named State or Composer.
+            if not any(w[:1].isupper() or w[:1].isdigit() for i, w in enumerate(span, start) if i > 0):
+                continue
             text = " ".join(span).strip(".")
             for how in ("exact", "normalised"):
                 found = store.find_entities(text, how, limit=1)  # type: ignore[arg-type]
@@ -163,14 +167,19 @@ def retrieve_chunks(
     fused: dict[str, float] = {}
     for rank, (chunk_id, _score) in enumerate(by_vector):
         fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (60 + rank)
-    if hybrid and entities:
-        mentioned = resources.store.chunks_mentioning([e["id"] for e in entities], limit=200)
-        similarity = dict(by_vector)
-        # Chunks naming the question's entities, ordered by their vector similarity where known.
-        ordered = sorted({c for _, c in mentioned}, key=lambda c: -similarity.get(c, -1.0))
-        for rank, chunk_id in enumerate(ordered):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (60 + rank)
     top = sorted(fused, key=lambda c: -fused[c])[:k]
+    if hybrid and k > 1:
+        # One graph hop: the entities of the question and of the best vector chunks lead to the chunks that
+        # mention them; a multi-hop question's second passage names the bridge entity rather than the
+        # question's words. The best of those (by similarity to the question) takes the last place.
+        store = resources.store
+        seeds = [e["id"] for e in entities]
+        seeds += [entity for _, entity in store.entities_mentioned(top[:2])]
+        mentioned = {c for _, c in store.chunks_mentioning(seeds, limit=400)} - set(top[: k - 1])
+        scored = index.score(resources.embedder.embed([question])[0], sorted(mentioned))
+        if scored:
+            top = [*top[: k - 1], scored[0][0]]
+            fused.setdefault(scored[0][0], 0.0)
     return [
         (
             {

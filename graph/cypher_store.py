@@ -105,6 +105,15 @@ class CypherGraphStore:
         )
         return [(row[0], row[1]) for row in rows]
 
+    def entities_mentioned(self, chunk_ids: Sequence[str]) -> list[tuple[str, str]]:
+        if not chunk_ids:
+            return []
+        rows = self._rows(
+            "UNWIND $ids AS i MATCH (c:Chunk {id: i})-[:MENTIONS]->(e:Entity) RETURN c.id, e.id",
+            {"ids": list(dict.fromkeys(chunk_ids))},
+        )
+        return [(row[0], row[1]) for row in rows]
+
     def iter_entity_names(self) -> Iterator[tuple[str, str]]:
         for entity, name, aliases in self._rows("MATCH (e:Entity) RETURN e.id, e.name, e.aliases"):
             yield entity, name

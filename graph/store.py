@@ -70,6 +70,10 @@ class GraphStore(Protocol):
         """(entity id, chunk id) for chunks that mention any of `entity_ids`, at most `limit` rows."""
         ...
 
+    def entities_mentioned(self, chunk_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(chunk id, entity id) for every entity the given chunks mention."""
+        ...
+
     def iter_entity_names(self) -> Iterator[tuple[str, str]]:
         """(id, name) of every entity and (id, alias) of every alias; feeds fuzzy and vector linking."""
         ...

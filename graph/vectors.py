@@ -126,6 +126,15 @@ class VectorIndex:
             for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
 
+    def score(self, query: np.ndarray, keys: Sequence[str]) -> list[tuple[str, float]]:
+        """(key, cosine with `query`) for the stored `keys`, best first; unknown keys are left out."""
+        known = [key for key in keys if key in self]
+        if not known or self._index is None:
+            return []
+        vectors = np.vstack([self._index.reconstruct(vector_id(key)) for key in known])
+        scores = vectors @ np.asarray(query, dtype=np.float32)
+        return sorted(zip(known, scores.tolist(), strict=True), key=lambda pair: -pair[1])
+
     def save(self) -> None:
         """Write index, id map and metadata to one file, atomically (temporary file, fsync, rename)."""
         if self._index is None:
