@@ -81,6 +81,7 @@ class QuestionCues:
     distances: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     fewest: dict[str, int] = field(default_factory=dict)  # the fewest hops a relation's cues may stand for
     positions: dict[str, list[int]] = field(default_factory=dict)  # token positions of each relation's cues
+    returning: set[str] = field(default_factory=set)  # relations a return word turns back (see _turned_back)
     seen: set[str] = field(default_factory=set)
 
     @classmethod
@@ -112,9 +113,9 @@ class QuestionCues:
                 self.distances[relation] = sorted((int(i > self.anchor), abs(i - self.anchor)) for i, _ in hits)
                 self.fewest[relation] = len(separate)
                 self.positions[relation] = [i for i, _ in hits]
+        self.returning = self._turned_back()  # once per new cue set, not once per chain scored
 
-    @property
-    def returning(self) -> set[str]:
+    def _turned_back(self) -> set[str]:
         """Relations a return word turns back: the relation cued nearest to it, within 3 words (on a tie,
         the one after it: "starred movies for the director of")."""
         turned = set()

@@ -158,28 +158,29 @@ def path_record(path: Path, score: float) -> PathRecord:
 def retrieve_chunks(
     resources: Resources, question: str, entities: list[LinkedEntity], k: int, hybrid: bool = True
 ) -> list[tuple[Citation, str]]:
-    """(citation, text) of the FAISS top-k chunks, fused (reciprocal rank) with chunks that mention the
-    linked entities when `hybrid`."""
+    """(citation, text) of the FAISS top-k chunks; when `hybrid`, the last place goes to the best chunk one
+    graph hop away.
+
+    The hop: the entities of the question and of the two best chunks lead to the chunks that mention them;
+    a multi-hop question's second passage names the bridge entity rather than the question's words. The
+    most similar of those (by cosine with the question) takes the k-th place.
+    """
     index = resources.chunk_index
     if index is None or not len(index):
         return []
-    [by_vector] = index.search(resources.embedder.embed([question]), k=max(k * 4, 20))
-    fused: dict[str, float] = {}
-    for rank, (chunk_id, _score) in enumerate(by_vector):
-        fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (60 + rank)
-    top = sorted(fused, key=lambda c: -fused[c])[:k]
+    query = resources.embedder.embed([question])
+    [by_vector] = index.search(query, k=k)
+    scores = dict(by_vector)
+    top = [chunk_id for chunk_id, _ in by_vector]
     if hybrid and k > 1:
-        # One graph hop: the entities of the question and of the best vector chunks lead to the chunks that
-        # mention them; a multi-hop question's second passage names the bridge entity rather than the
-        # question's words. The best of those (by similarity to the question) takes the last place.
         store = resources.store
         seeds = [e["id"] for e in entities]
         seeds += [entity for _, entity in store.entities_mentioned(top[:2])]
         mentioned = {c for _, c in store.chunks_mentioning(seeds, limit=400)} - set(top[: k - 1])
-        scored = index.score(resources.embedder.embed([question])[0], sorted(mentioned))
+        scored = index.score(query[0], sorted(mentioned))
         if scored:
             top = [*top[: k - 1], scored[0][0]]
-            fused.setdefault(scored[0][0], 0.0)
+            scores[scored[0][0]] = scored[0][1]
     return [
         (
             {
@@ -187,7 +188,7 @@ def retrieve_chunks(
                 "chunk_id": chunk.id,
                 "title": chunk.title,
                 "page": chunk.page,
-                "score": round(fused[chunk.id], 5),
+                "score": round(scores[chunk.id], 4),
             },
             chunk.text,
         )

@@ -435,23 +435,7 @@ def _prepare(dataset: str, settings: Settings) -> None:
             with _writing(settings) as store:
                 ingest_triples(store, SHARED_DATA / "metaqa" / "kb.tsv")
     elif dataset == "musique" and not settings.vectors_path.exists():
-        _ingest_musique(settings, SHARED_DATA / "musique" / "corpus.json")
-
-
-def _ingest_musique(settings: Settings, corpus: Path) -> None:
-    from ingest.extract import SpacyExtractor
-    from ingest.pipeline import Ingestor
-    from lm.embeddings import get_embedder
-
-    with _writing(settings) as store, _progress() as progress:
-        extractor = SpacyExtractor()
-        embedder = get_embedder(settings.embedding_model, settings.device)
-        ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
-        try:
-            ingestor.ingest([corpus], (), ())
-        finally:
-            ingestor.close()
-            extractor.close()
+        ingest([SHARED_DATA / "musique" / "corpus.json"], None, None, settings.data_dir)  # the `ingest` command
 
 
 def main() -> None:
