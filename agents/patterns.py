@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-from graph.paths import Pattern
+from graph.paths import Pattern, grow_patterns
 from graph.store import GraphStore
 
 RETURN_WORDS = ("share", "same", "also", "co", "together", "other", "for")
@@ -187,33 +187,18 @@ def rank_patterns(
     max_frontier: int = 5_000,
 ) -> list[ScoredPattern]:
     """Relation chains of 1..`max_hops` hops that leave `start_id`, best first for `question`."""
-    frontier: list[tuple[Pattern, frozenset[str]]] = [((), frozenset([start_id]))]
+    frontier: dict[Pattern, frozenset[str]] = {(): frozenset([start_id])}
     found: list[tuple[Pattern, frozenset[str]]] = []
     cues = QuestionCues.of(question, mention)
     cues.add(set(schema.relations), schema)
     for _hop in range(max_hops):
-        ids = {entity for _, ends in frontier if len(ends) <= max_frontier for entity in ends}
-        steps: dict[str, dict[tuple[str, bool], set[str]]] = defaultdict(lambda: defaultdict(set))
-        for edge in store.edges(list(ids)):
-            steps[edge.origin_id][(edge.type, edge.forward)].add(edge.neighbour_id)
-        cues.add({relation for by_step in steps.values() for relation, _ in by_step}, schema)
-        grown: list[tuple[Pattern, frozenset[str]]] = []
-        for pattern, ends in frontier:
-            if len(ends) > max_frontier:
-                continue
-            reach: dict[tuple[str, bool], set[str]] = defaultdict(set)
-            for entity in ends:
-                for step, neighbours in steps.get(entity, {}).items():
-                    reach[step] |= neighbours
-            for step, neighbours in reach.items():
-                neighbours.discard(start_id)
-                if neighbours:
-                    grown.append(((*pattern, step), frozenset(neighbours)))
+        grown = list(grow_patterns(store, frontier, start_id, max_frontier).items())
         if not grown:
             break
+        cues.add({pattern[-1][0] for pattern, _ in grown}, schema)
         grown.sort(key=lambda item: -score_pattern(item[0], cues, schema, partial=True))
         found += grown
-        frontier = grown[:beam]
+        frontier = dict(grown[:beam])
         if not cues.return_cue and any(mismatch(p, cues) == 0 for p, _ in grown):
             break  # a chain already uses every cue once; a longer one could only add unexplained hops
     scored = [ScoredPattern(p, score_pattern(p, cues, schema), reach) for p, reach in found]

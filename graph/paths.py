@@ -131,23 +131,31 @@ def relation_patterns(
     reached: dict[Pattern, frozenset[str]] = {}
     frontier: dict[Pattern, frozenset[str]] = {(): frozenset([start_id])}
     for _hop in range(hops):
-        ids = {entity for ends in frontier.values() if len(ends) <= max_frontier for entity in ends}
-        by_origin: dict[str, list[Edge]] = defaultdict(list)
-        for edge in store.edges(list(ids)):
-            by_origin[edge.origin_id].append(edge)
-        grown: dict[Pattern, set[str]] = defaultdict(set)
-        for pattern, ends in frontier.items():
-            if len(ends) > max_frontier:
-                continue
-            for entity in ends:
-                for edge in by_origin.get(entity, ()):
-                    if edge.neighbour_id != start_id:
-                        grown[(*pattern, (edge.type, edge.forward))].add(edge.neighbour_id)
-        frontier = {pattern: frozenset(ends) for pattern, ends in grown.items()}
+        frontier = grow_patterns(store, frontier, start_id, max_frontier)
         reached.update(frontier)
         if not frontier:
             break
     return reached
+
+
+def grow_patterns(
+    store: GraphStore, frontier: dict[Pattern, frozenset[str]], start_id: str, max_frontier: int = 5_000
+) -> dict[Pattern, frozenset[str]]:
+    """Each chain of `frontier` (with its reach) extended by every relation leaving its reach, in one edge
+    query; chains reaching more than `max_frontier` entities are not extended, nor is any reach the start."""
+    ids = {entity for ends in frontier.values() if len(ends) <= max_frontier for entity in ends}
+    by_origin: dict[str, list[Edge]] = defaultdict(list)
+    for edge in store.edges(list(ids)):
+        by_origin[edge.origin_id].append(edge)
+    grown: dict[Pattern, set[str]] = defaultdict(set)
+    for pattern, ends in frontier.items():
+        if len(ends) > max_frontier:
+            continue
+        for entity in ends:
+            for edge in by_origin.get(entity, ()):
+                if edge.neighbour_id != start_id:
+                    grown[(*pattern, (edge.type, edge.forward))].add(edge.neighbour_id)
+    return {pattern: frozenset(ends) for pattern, ends in grown.items()}
 
 
 def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int = 200) -> list[Path]:
