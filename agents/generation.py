@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -57,7 +58,12 @@ def closed_book_prompt(resources: Resources, question: str) -> str:
 
 
 def document_answer(
-    resources: Resources, question: str, passages: list[str], method: str = "adacad", reliance: float = 0.0
+    resources: Resources,
+    question: str,
+    passages: list[str],
+    method: str = "adacad",
+    reliance: float = 0.0,
+    on_text: Callable[[str], None] | None = None,
 ) -> TextAnswer:
     """An answer from the passages, arbitrated against the model's own knowledge (AdaCAD by default)."""
     processor: PairedArbitration = AdaCAD() if method == "adacad" else CKPlug(reliance)
@@ -67,6 +73,7 @@ def document_answer(
         closed_book_prompt(resources, question),
         processor,
         ANSWER_TOKENS,
+        on_text=on_text,
     )
     return TextAnswer(text.strip(), method, processor.trace)
 
@@ -80,9 +87,11 @@ def closed_book_entropy(resources: Resources, question: str) -> float:
     return float(entropy_bits(torch.log_softmax(logits, dim=-1)))
 
 
-def closed_book_answer(resources: Resources, question: str) -> TextAnswer:
+def closed_book_answer(
+    resources: Resources, question: str, on_text: Callable[[str], None] | None = None
+) -> TextAnswer:
     model = resources.model
-    text = model.greedy(model.encode(closed_book_prompt(resources, question)), ANSWER_TOKENS)
+    text = model.greedy(model.encode(closed_book_prompt(resources, question)), ANSWER_TOKENS, on_text=on_text)
     return TextAnswer(text.strip(), "closed-book")
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
 from agents.generation import (
@@ -24,7 +25,7 @@ from agents.generation import (
 )
 from agents.resources import Resources
 from agents.retrieval import graph_candidates, link_entities, path_record, retrieve_chunks
-from agents.state import AgentState
+from agents.state import AgentState, Turn
 
 MAX_ROUNDS = 2
 PRONOUNS = re.compile(r"\b(it|its|he|him|his|she|her|they|them|their|that|this|there)\b", re.IGNORECASE)
@@ -131,9 +132,17 @@ def arbitrate(resources: Resources, state: AgentState) -> dict[str, Any]:
 
 
 def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
+    """Write the answer; with stream_mode="custom", text goes out as it is decoded ({"token": ...} events)."""
     started = time.perf_counter()
     trace = dict(state.get("trace") or {})
     update: dict[str, Any] = {}
+    write = get_stream_writer()
+    if state.get("rounds", 0):
+        write({"retract": True})  # the previous round's answer was unsupported; a new one follows
+
+    def on_text(text: str) -> None:
+        write({"token": text})
+
     if state["route"] == "graph":
         graph = state["_graph"]  # type: ignore[typeddict-item]
         chosen = graph_answer(resources, state["question"], graph.paths)
@@ -143,6 +152,7 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
             names = {e.id: e.name for e in resources.store.get_entities(sorted(reach)[:200])}
             others = sorted(n for i, n in names.items() if i != chosen.path.end_id)
             record = path_record(chosen.path, chosen.log_prob)
+            on_text(chosen.path.end_name)  # the path is decoded whole under the trie; its end is the answer
             update = {
                 "answer": chosen.path.end_name,
                 "answers": [chosen.path.end_name, *others],
@@ -161,7 +171,12 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
         passages = state.get("_passages") or []  # type: ignore[typeddict-item]
         decision = state.get("arbitration") or {}
         answer = document_answer(
-            resources, state["question"], passages, decision.get("method", "adacad"), decision.get("reliance", 0.0)
+            resources,
+            state["question"],
+            passages,
+            decision.get("method", "adacad"),
+            decision.get("reliance", 0.0),
+            on_text=on_text,
         )
         steps = answer.trace.steps
         weights = [s.weight for s in steps]
@@ -183,7 +198,7 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
             for s in steps
         ]
     if "answer" not in update:
-        text = closed_book_answer(resources, state["question"]).text
+        text = closed_book_answer(resources, state["question"], on_text=on_text).text
         update = {
             "answer": text,
             "answers": [text] if text else [],
@@ -264,11 +279,33 @@ def result_of(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ask(graph: Any, question: str, thread_id: str | None = None) -> dict[str, Any]:
-    """Run one question through the compiled graph; returns `result_of` its final state."""
+def ask(
+    graph: Any,
+    question: str,
+    thread_id: str | None = None,
+    conversation: list[Turn] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one question through the compiled graph; returns `result_of` its final state.
+
+    `thread_id` continues a checkpointed conversation; `conversation` hands in earlier turns directly (for
+    callers that keep the history themselves). `on_event` receives the generate node's {"token": text} and
+    {"retract": True} events as they happen.
+    """
     config = {"configurable": {"thread_id": thread_id}} if thread_id else None
+    inputs: dict[str, Any] = {"question": question}
+    if conversation is not None:
+        inputs["conversation"] = conversation
     started = time.perf_counter()
-    state = graph.invoke({"question": question}, config=config)
+    if on_event is None:
+        state = graph.invoke(inputs, config=config)
+    else:
+        state = {}
+        for mode, chunk in graph.stream(inputs, config=config, stream_mode=["custom", "values"]):
+            if mode == "custom":
+                on_event(chunk)
+            else:
+                state = chunk
     result = result_of(state)
     result["trace"]["total_s"] = round(time.perf_counter() - started, 4)
     return result

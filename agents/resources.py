@@ -57,6 +57,11 @@ class Resources:
         path = self.settings.entity_vectors_path
         return VectorIndex(path, self.embedder.dim, self.embedder.name) if path.exists() else None
 
+    def refresh_indexes(self) -> None:
+        """Forget the loaded vector indexes so the next question reads what an ingestion has just saved."""
+        for name in ("chunk_index", "entity_index"):
+            self.__dict__.pop(name, None)
+
     def close(self) -> None:
         if self.owns_store and not self._closed:
             self.store.close()

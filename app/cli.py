@@ -15,7 +15,7 @@ from rich.table import Table
 
 from config import Settings, load_settings
 from graph.store import GraphStore, GraphStoreError, open_store
-from graph.vectors import VectorIndexError, stored_vector_count
+from graph.vectors import VectorIndexError
 from ingest.triples import TripleFileError, ingest_triples
 
 app = typer.Typer(help="Trellis: question answering that stays faithful to a knowledge graph.", no_args_is_help=True)
@@ -206,28 +206,16 @@ def documents(
     data_dir: DataDir = None,
 ) -> None:
     """List ingested documents."""
-    from ingest.manifest import Manifest
+    from app.service import document_rows
 
-    settings = _settings(data_dir)
-    records = []
-    if settings.manifest_path.exists():
-        manifest = Manifest(settings.manifest_path)
-        records = manifest.documents()
-        manifest.close()
+    rows = document_rows(_settings(data_dir))
     if as_json:
-        for r in records:
-            row = {
-                "doc_id": r.doc_id,
-                "title": r.title,
-                "source": r.source_path,
-                "chunks": len(r.chunk_ids),
-                "state": r.state,
-            }
+        for row in rows:
             out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
         return
-    table = Table("doc_id", "title", "source", "chunks", "state", title=f"{len(records):,} documents")
-    for r in records:
-        table.add_row(r.doc_id, r.title, r.source_path, str(len(r.chunk_ids)), r.state)
+    table = Table("doc_id", "title", "source", "chunks", "state", title=f"{len(rows):,} documents")
+    for row in rows:
+        table.add_row(row["doc_id"], row["title"], row["source"], str(row["chunks"]), row["state"])
     out.print(table)
 
 
@@ -237,25 +225,12 @@ def status(
     data_dir: DataDir = None,
 ) -> None:
     """What is stored: backend, data directory, and counts of entities, relations, documents, chunks, vectors."""
-    settings = _settings(data_dir)
-    counts = {"entities": 0, "relations": 0, "documents": 0, "chunks": 0}
-    # A status check must not take the embedded store's single writer slot, nor create a store.
-    if settings.backend != "embedded" or settings.graph_path.exists():
-        try:
-            store = open_store(settings, read_only=True)
-        except GraphStoreError as error:
-            raise _fail(str(error)) from None
-        try:
-            c = store.counts()
-            counts = {"entities": c.entities, "relations": c.relations, "documents": c.documents, "chunks": c.chunks}
-        finally:
-            store.close()
-    report = {
-        "backend": settings.backend,
-        "data_dir": str(settings.data_dir.resolve()),
-        **counts,
-        "vectors": stored_vector_count(settings.vectors_path),
-    }
+    from app.service import status_report
+
+    try:
+        report = status_report(_settings(data_dir))
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -436,6 +411,31 @@ def _prepare(dataset: str, settings: Settings) -> None:
                 ingest_triples(store, SHARED_DATA / "metaqa" / "kb.tsv")
     elif dataset == "musique" and not settings.vectors_path.exists():
         ingest([SHARED_DATA / "musique" / "corpus.json"], None, None, settings.data_dir)  # the `ingest` command
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    warm: Annotated[bool, typer.Option(help="Load the models before accepting requests.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """The HTTP API and web chat page (OpenAPI docs at /docs). This process becomes the store's writer."""
+    import uvicorn
+
+    from app.server import create_app
+
+    settings = load_settings(data_dir=data_dir, host=host, port=port)
+    if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"[yellow]note:[/yellow] listening on {settings.host} without TRELLIS_API_KEY: "
+            "uploads and deletes are refused from other machines"
+        )
+    try:
+        application = create_app(settings, warm=warm)
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
 
 
 def main() -> None:

@@ -59,6 +59,18 @@ class Settings(BaseSettings):
         "(bits) is below this and the question links to nothing.",
     )
 
+    host: str = Field("127.0.0.1", description="Address `trellis serve` binds (loopback unless told otherwise).")
+    port: int = Field(8000, ge=1, le=65535, description="Port `trellis serve` listens on.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="Key for the HTTP API's write endpoints (Bearer or X-API-Key). Unset: writes only from loopback.",
+    )
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest request body accepted by POST /ingest, in MB.")
+    generation_workers: int = Field(2, ge=1, description="Questions the server answers at once.")
+    generation_queue: int = Field(
+        32, ge=0, description="Questions that may wait for a worker; past that the server answers 429."
+    )
+
     @field_validator("graph_uri")
     @classmethod
     def _known_backend(cls, uri: str) -> str:
@@ -97,6 +109,11 @@ class Settings(BaseSettings):
     def conversations_path(self) -> Path:
         """LangGraph checkpoints of chat threads."""
         return self.data_dir / "conversations.sqlite"
+
+    @property
+    def uploads_path(self) -> Path:
+        """Files uploaded through the HTTP API."""
+        return self.data_dir / "uploads"
 
     @property
     def entity_vectors_path(self) -> Path:

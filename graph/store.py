@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, Protocol, runtime_checkable
 
 from config import Settings
@@ -89,6 +90,45 @@ class GraphStore(Protocol):
     def __enter__(self) -> GraphStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+class SerialisedStore:
+    """A store shared by threads (a server's requests): one call, or one whole transaction, at a time.
+
+    The embedded backend's connection must not run two statements at once, and a reader must not slip into
+    another thread's open transaction. Methods are looked up on the wrapped store and called under one
+    re-entrant lock, so a transaction's own calls (same thread) pass.
+    """
+
+    def __init__(self, store: GraphStore) -> None:
+        self.inner = store
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock, self.inner.transaction():
+            yield
+
+    def iter_entity_names(self) -> Iterator[tuple[str, str]]:
+        with self._lock:
+            return iter(list(self.inner.iter_entity_names()))
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self.inner, name)
+        if not callable(value):
+            return value
+
+        def locked(*args: object, **kwargs: object) -> object:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+    def __enter__(self) -> SerialisedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_store(settings: Settings, read_only: bool = False) -> GraphStore:

@@ -17,11 +17,14 @@ one choice written into both rows, so the pair stays in step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from transformers import LogitsProcessor
+
+from lm.model import TextCallback
 
 if TYPE_CHECKING:
     from lm.model import LanguageModel
@@ -164,8 +167,11 @@ def arbitrated_generate(
     max_new_tokens: int = 32,
     extra_processors: list[LogitsProcessor] | None = None,
     min_new_tokens: int = 0,
+    on_text: Callable[[str], None] | None = None,
 ) -> str:
     """Generate one answer from the pair of prompts under `processor`; returns the decoded answer.
+
+    `on_text` receives the answer piece by piece as it is decoded.
 
     Each prompt is prefilled on its own (the prompt without context is short, so this costs far less than
     prefilling both padded to the longer one); their KV caches are then left-padded into one batch of two
@@ -193,6 +199,7 @@ def arbitrated_generate(
         attention = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
         positions = torch.tensor([[n] for n in lengths], device=device)
         answer: list[int] = []
+        streamer = TextCallback(model.tokenizer, on_text) if on_text else None
         for step in range(max_new_tokens):
             if step < min_new_tokens:
                 scores[:, model.eos_token_id] = NEG_INF
@@ -202,6 +209,8 @@ def arbitrated_generate(
             if token == model.eos_token_id:
                 break
             answer.append(token)
+            if streamer is not None:
+                streamer.put(torch.tensor([token]))
             if step + 1 == max_new_tokens:
                 break
             next_ids = torch.tensor([[token], [token]], device=device)
@@ -217,4 +226,6 @@ def arbitrated_generate(
                 use_cache=True,
             )
             scores = output.logits[:, -1].float()
+        if streamer is not None:
+            streamer.end()
     return model.decode(answer)

