@@ -87,9 +87,7 @@ def closed_book_entropy(resources: Resources, question: str) -> float:
     return float(entropy_bits(torch.log_softmax(logits, dim=-1)))
 
 
-def closed_book_answer(
-    resources: Resources, question: str, on_text: Callable[[str], None] | None = None
-) -> TextAnswer:
+def closed_book_answer(resources: Resources, question: str, on_text: Callable[[str], None] | None = None) -> TextAnswer:
     model = resources.model
     text = model.greedy(model.encode(closed_book_prompt(resources, question)), ANSWER_TOKENS, on_text=on_text)
     return TextAnswer(text.strip(), "closed-book")

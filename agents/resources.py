@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -14,6 +15,10 @@ from graph.vectors import VectorIndex
 if TYPE_CHECKING:
     from lm.embeddings import Embedder
     from lm.model import LanguageModel
+
+# Models load once per process even when a server's first questions arrive together (the loaders are
+# cached; this makes the second caller wait for the first instead of loading a copy beside it).
+_LOADING = threading.Lock()
 
 
 @dataclass
@@ -39,13 +44,15 @@ class Resources:
     def embedder(self) -> Embedder:
         from lm.embeddings import get_embedder
 
-        return get_embedder(self.settings.embedding_model, self.settings.device)
+        with _LOADING:
+            return get_embedder(self.settings.embedding_model, self.settings.device)
 
     @cached_property
     def model(self) -> LanguageModel:
         from lm.model import get_language_model
 
-        return get_language_model(self.settings.llm_model, self.settings.model_cache_dir, self.settings.device)
+        with _LOADING:
+            return get_language_model(self.settings.llm_model, self.settings.model_cache_dir, self.settings.device)
 
     @cached_property
     def chunk_index(self) -> VectorIndex | None:

@@ -198,6 +198,7 @@ class IngestJob:
     job_id: str
     kind: Literal["documents", "triples"]
     files: list[Path]
+    source: str | None = None  # provenance for triples posted as JSON (else each file's name)
     state: Literal["queued", "running", "done", "failed"] = "queued"
     progress: dict[str, dict[str, int | None]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -370,7 +371,8 @@ class Service:
         rows = entities = relations = 0
         skipped: list[str] = []
         for path in job.files:
-            report = ingest_triples(self.store, path, source=path.name, skip_invalid=True, progress=job.advance)
+            source = job.source or path.name
+            report = ingest_triples(self.store, path, source=source, skip_invalid=True, progress=job.advance)
             rows += report.rows
             entities += report.entities_created
             relations += report.relations_created
@@ -588,11 +590,12 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
 
         if not body.stream:
             result = await service.gate.submit(lambda: ask(service.agent, question, conversation=turns))
-            tokens = service.resources.model.encode(result["answer"]) if result["answer"] else []
+            encode = service.resources.model.encode
+            asked, answered = len(encode(question)), len(encode(result["answer"])) if result["answer"] else 0
             return envelope(
                 "chat.completion",
                 {"message": {"role": "assistant", "content": result["answer"]}, "finish_reason": "stop"},
-                usage={"prompt_tokens": 0, "completion_tokens": len(tokens), "total_tokens": len(tokens)},
+                usage={"prompt_tokens": asked, "completion_tokens": answered, "total_tokens": asked + answered},
                 trellis=result,
             )
         events = answer_stream(service, lambda emit: ask(service.agent, question, conversation=turns, on_event=emit))
@@ -653,7 +656,8 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
                 raise RequestValidationError(error.errors()) from None
             name = safe_upload_name(f"{triples.source}.jsonl")
             lines = "".join(json.dumps(t.model_dump(), ensure_ascii=False) + "\n" for t in triples.triples)
-            job = IngestJob(job_id, "triples", [service.save_upload(name, lines.encode("utf-8"))])
+            saved = service.save_upload(name, lines.encode("utf-8"))
+            job = IngestJob(job_id, "triples", [saved], source=triples.source)
         elif content_type.startswith("multipart/form-data"):
             job = await _upload_job(service, request, job_id)
         else:
