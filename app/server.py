@@ -1,8 +1,9 @@
 """The HTTP API (`trellis serve`): questions, streamed chat, an OpenAI-compatible endpoint, ingestion, a web page.
 
-One process holds the store open for writing and shares it, serialised, between the agent and ingestion.
-Questions run on a small pool of worker threads behind a bounded queue (429 with Retry-After past it);
-ingestion jobs run one at a time on their own thread. Every error is JSON: {"error": {"message", "type", "code"}}.
+One process holds the store open for writing and shares it, serialised, between the agent and ingestion
+(`app.serving`). Questions run on a small pool of worker threads behind a bounded queue, 429 with
+Retry-After past it (`app.admission`); ingestion jobs run one at a time on their own thread. Every error
+is JSON: {"error": {"message", "type", "code"}}.
 """
 
 from __future__ import annotations
@@ -12,21 +13,12 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
-import os
-import re
-import sqlite3
-import tempfile
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,44 +27,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agents.graph import ask, build_graph
-from agents.resources import Resources
+from agents.graph import ask
+from app.admission import BodyLimit, QueueFull, error_body
 from app.service import document_rows, status_report
+from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, safe_upload_name
 from config import Settings
-from graph.store import GraphStoreError, SerialisedStore, open_store
+from graph.store import GraphStoreError
 from graph.vectors import VectorIndexError
-from ingest.loaders import SUPPORTED
-from ingest.triples import TripleFileError, ingest_triples
 
 log = logging.getLogger("trellis.server")
 
 STATIC = Path(__file__).parent / "static"
-TRIPLE_SUFFIXES = {".tsv", ".csv"}
-UPLOAD_SUFFIXES = SUPPORTED | TRIPLE_SUFFIXES
 JSON_BODY_LIMIT = 1 << 20  # bytes, for every endpoint but uploads
-MAX_PENDING_JOBS = 8
-KEPT_JOBS = 50
 MODEL_NAME = "trellis"
-
-
-# -- errors -----------------------------------------------------------------------------------------------------
-
-
-def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
-    """The one error shape (OpenAI clients read error.message)."""
-    return {"error": {"message": message, "type": kind, "code": status}}
-
-
-class QueueFull(HTTPException):
-    def __init__(self, retry_after: int, outstanding: int) -> None:
-        super().__init__(
-            429,
-            f"the server is answering {outstanding} questions, its limit; retry in about {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-        )
-        self.outstanding = outstanding
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -102,134 +70,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error")  # the trace goes to the log, never to the client
         return JSONResponse(error_body(500, f"internal error ({type(error).__name__})", "internal"), status_code=500)
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over the limit of {limit:,} bytes")
-
-
-class BodyLimit:
-    """Refuses request bodies over a per-path limit: at once from Content-Length, else while reading them."""
-
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
-        self.app, self.limit_for = app, limit_for
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            error = BodyTooLarge(limit)
-            response = JSONResponse(error_body(413, str(error.detail), "too_large"), status_code=413)
-            await response(scope, receive, send)
-            return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)  # FastAPI passes HTTPExceptions from body parsing through
-            return message
-
-        await self.app(scope, counted, send)
-
-
-# -- admission: bounded concurrency for generation ----------------------------------------------------------
-
-
-class GenerationGate:
-    """`workers` questions run at once; `queue` more may wait; past that, QueueFull (429)."""
-
-    def __init__(self, workers: int, queue: int) -> None:
-        self.workers, self.limit = workers, workers + queue
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="trellis-answer")
-        self.outstanding = 0  # touched only on the event loop
-        self.seconds: deque[float] = deque([1.0], maxlen=32)
-        self.answered = self.refused = 0
-
-    def retry_after(self) -> int:
-        """Seconds until a place is likely free: the queue ahead at the recent answering rate."""
-        average = sum(self.seconds) / len(self.seconds)
-        return max(1, math.ceil(average * (self.outstanding - self.workers + 1) / self.workers))
-
-    def submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
-        """Run `work` on a worker thread; the future completes even if the client has gone."""
-        if self.outstanding >= self.limit:
-            self.refused += 1
-            raise QueueFull(self.retry_after(), self.outstanding)
-        self.outstanding += 1
-
-        def timed() -> Any:
-            started = time.perf_counter()
-            try:
-                return work()
-            finally:
-                self.seconds.append(time.perf_counter() - started)
-
-        future = asyncio.get_running_loop().run_in_executor(self.executor, timed)
-        future.add_done_callback(self._release)
-        return future
-
-    def _release(self, _future: asyncio.Future[Any]) -> None:
-        self.outstanding -= 1
-        self.answered += 1
-
-    def state(self) -> dict[str, int]:
-        return {
-            "workers": self.workers,
-            "limit": self.limit,
-            "outstanding": self.outstanding,
-            "answered": self.answered,
-            "refused": self.refused,
-        }
-
-
-# -- ingestion jobs ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class IngestJob:
-    job_id: str
-    kind: Literal["documents", "triples"]
-    files: list[Path]
-    source: str | None = None  # provenance for triples posted as JSON (else each file's name)
-    state: Literal["queued", "running", "done", "failed"] = "queued"
-    progress: dict[str, dict[str, int | None]] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-
-    def advance(self, stage: str, done: int, total: int | None) -> None:
-        self.progress[stage] = {"done": done, "total": total}
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "kind": self.kind,
-            "files": [f.name for f in self.files],
-            "state": self.state,
-            "progress": self.progress,
-            "report": self.report,
-            "error": self.error,
-            "status_url": f"/ingest/jobs/{self.job_id}",
-        }
-
-
-def safe_upload_name(filename: str | None) -> str:
-    """The base name of an uploaded file, reduced to safe characters; never a path, never hidden."""
-    base = PurePosixPath((filename or "").replace("\\", "/")).name
-    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")[-200:]
-    if not base:
-        raise HTTPException(400, f"upload file name {filename!r} has no usable name")
-    if Path(base).suffix.lower() not in UPLOAD_SUFFIXES:
-        raise HTTPException(400, f"{base}: unsupported file type (supported: {', '.join(sorted(UPLOAD_SUFFIXES))})")
-    return base
 
 
 class TripleRecord(BaseModel):
@@ -285,129 +125,6 @@ def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, st
             reply = next((m for m in messages[i + 1 : last] if m.role == "assistant"), None)
             turns.append({"question": message.text(), "answer": reply.text() if reply else ""})
     return messages[last].text(), turns
-
-
-# -- the service ------------------------------------------------------------------------------------------------
-
-
-class Service:
-    """What the endpoints share: store, agent graphs, the generation gate and the ingestion worker."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SerialisedStore(open_store(settings))
-        self.resources = Resources.open(settings, self.store)
-        self.agent = build_graph(self.resources)
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        self._conversations = sqlite3.connect(settings.conversations_path, check_same_thread=False)
-        self.chat_agent = build_graph(self.resources, SqliteSaver(self._conversations))
-        self.gate = GenerationGate(settings.generation_workers, settings.generation_queue)
-        self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
-        self.jobs: dict[str, IngestJob] = {}
-        self._jobs_lock = threading.Lock()
-        self.started = time.time()
-
-    def warm(self) -> None:
-        _ = self.resources.model, self.resources.embedder
-
-    def close(self) -> None:
-        self.gate.executor.shutdown(wait=True)
-        self.ingest_executor.shutdown(wait=True)
-        self._conversations.close()
-        self.store.close()
-
-    # ingestion
-
-    def pending_jobs(self) -> int:
-        return sum(job.state in ("queued", "running") for job in self.jobs.values())
-
-    def submit_job(self, job: IngestJob) -> asyncio.Future[Any]:
-        with self._jobs_lock:
-            if self.pending_jobs() >= MAX_PENDING_JOBS:
-                raise HTTPException(429, f"{MAX_PENDING_JOBS} ingestion jobs already waiting", {"Retry-After": "5"})
-            self.jobs[job.job_id] = job
-            for old in sorted(self.jobs.values(), key=lambda j: j.created)[:-KEPT_JOBS]:
-                if old.state in ("done", "failed"):
-                    del self.jobs[old.job_id]
-        return asyncio.get_running_loop().run_in_executor(self.ingest_executor, self._run_job, job)
-
-    def _run_job(self, job: IngestJob) -> None:
-        job.state = "running"
-        try:
-            job.report = self._ingest_triples(job) if job.kind == "triples" else self._ingest_documents(job)
-            job.state = "done"
-        except (TripleFileError, GraphStoreError, VectorIndexError, ValueError, OSError) as error:
-            job.error, job.state = str(error), "failed"
-        except Exception as error:  # a job's failure is reported on the job, never lost
-            log.exception("ingestion job %s failed", job.job_id)
-            job.error, job.state = f"internal error ({type(error).__name__})", "failed"
-        finally:
-            self.resources.refresh_indexes()
-
-    def _ingest_documents(self, job: IngestJob) -> dict[str, Any]:
-        from ingest.extract import SpacyExtractor
-        from ingest.pipeline import Ingestor
-
-        # In-process extraction: forking a process that runs model threads is not safe.
-        extractor = SpacyExtractor(background=False)
-        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, extractor, progress=job.advance)
-        try:
-            report = ingestor.ingest(job.files)
-        finally:
-            ingestor.close()
-            extractor.close()
-        return {
-            "ingested": report.ingested,
-            "unchanged": report.unchanged,
-            "removed": report.removed,
-            "skipped": [str(problem) for problem in report.skipped],
-            "chunks": report.chunks,
-            "relations": report.relations,
-        }
-
-    def _ingest_triples(self, job: IngestJob) -> dict[str, Any]:
-        rows = entities = relations = 0
-        skipped: list[str] = []
-        for path in job.files:
-            source = job.source or path.name
-            report = ingest_triples(self.store, path, source=source, skip_invalid=True, progress=job.advance)
-            rows += report.rows
-            entities += report.entities_created
-            relations += report.relations_created
-            skipped += [str(problem) for problem in report.skipped]
-        return {"rows": rows, "entities_created": entities, "relations_created": relations, "skipped": skipped}
-
-    def delete_document(self, doc_id: str) -> bool:
-        from ingest.pipeline import Ingestor
-
-        sources = {row["doc_id"]: row["source"] for row in document_rows(self.settings)}
-        ingestor = Ingestor(self.settings, self.store)
-        try:
-            deleted, _unknown = ingestor.delete([doc_id])
-        finally:
-            ingestor.close()
-            self.resources.refresh_indexes()
-        source = sources.get(doc_id)
-        if deleted and source and self._uploaded(Path(source)) and list(sources.values()).count(source) == 1:
-            Path(source).unlink(missing_ok=True)  # an upload whose last document is gone
-        return bool(deleted)
-
-    def _uploaded(self, path: Path) -> bool:
-        return path.resolve().parent == self.settings.uploads_path.resolve()
-
-    def save_upload(self, name: str, data: bytes) -> Path:
-        """Write an upload atomically under the uploads directory (name already made safe)."""
-        folder = self.settings.uploads_path
-        folder.mkdir(parents=True, exist_ok=True)
-        target = (folder / name).resolve()
-        if target.parent != folder.resolve():  # cannot happen after safe_upload_name; kept as a guard
-            raise HTTPException(400, f"upload file name {name!r} leaves the upload directory")
-        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".upload-", delete=False) as temporary:
-            temporary.write(data)
-        os.replace(temporary.name, target)
-        return target
 
 
 # -- server-sent events -----------------------------------------------------------------------------------------
@@ -665,7 +382,10 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         future = service.submit_job(job)
         if wait:
             await future
-            return JSONResponse(job.public(), status_code=200 if job.state == "done" else 422)
+            if job.state == "failed":
+                body = error_body(422, f"ingestion failed: {job.error}", "ingest_failed")
+                return JSONResponse({**body, "job": job.public()}, status_code=422)
+            return JSONResponse(job.public())
         return JSONResponse(job.public(), status_code=202)
 
     async def _upload_job(service: Service, request: Request, job_id: str) -> IngestJob:

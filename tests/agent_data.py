@@ -39,7 +39,6 @@ PASSAGES = [
 ]
 
 
-
 def build_agent_data(root: Path) -> Path:
     """A data directory with the triples (and the example schema) and two ingested passages, via the CLI."""
     triples = root.parent / "films.tsv"

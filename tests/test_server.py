@@ -18,7 +18,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.server import create_app, safe_upload_name
+from app.server import create_app
+from app.serving import safe_upload_name
 from config import Settings
 from tests.agent_data import build_agent_data
 from tests.test_kg_trie import MODEL_CACHE
@@ -223,6 +224,18 @@ def test_triples_posted_as_json_reach_the_graph(client: httpx.Client) -> None:
     assert bad.status_code == 422 and "triples.0" in bad.json()["error"]["message"]
 
 
+def test_bad_uploads_are_reported_by_name_and_change_nothing(client: httpx.Client) -> None:
+    before = {k: v for k, v in client.get("/status").json().items() if k in ("entities", "relations", "chunks")}
+    bad = [("broken.tsv", b"\xff\xfe\x00garbage\n"), ("blank.txt", b""), ("fake.pdf", b"not a pdf")]
+    for name, data in bad:
+        response = client.post("/ingest?wait=true", files={"files": (name, data, "application/octet-stream")})
+        assert response.status_code == 200, response.text
+        (problem,) = response.json()["report"]["skipped"]
+        assert problem.startswith(f"{name}:"), problem  # the uploader's name, not the server's path
+    after = {k: v for k, v in client.get("/status").json().items() if k in before}
+    assert after == before
+
+
 def test_upload_names_never_leave_the_upload_directory(client: httpx.Client, data_dir: Path) -> None:
     outside = data_dir.parent / "escaped.txt"
     hostile = ["../escaped.txt", "..\\..\\escaped.txt", "/etc/../../escaped.txt"]
@@ -273,7 +286,7 @@ def test_api_key_guards_writes_and_upload_size_is_limited(tmp_path: Path) -> Non
         assert refused.status_code == 413 and "limit" in refused.json()["error"]["message"]
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must hold while reading
-            yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.txt\"\r\n\r\n"
+            yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.txt"\r\n\r\n'
             for _ in range(40):
                 yield b"x" * 1000
             yield b"\r\n--b--\r\n"

@@ -1,0 +1,206 @@
+"""The HTTP API's shared state: the store (serialised), the agent graphs, the question gate, ingestion jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from starlette.exceptions import HTTPException
+
+from agents.graph import build_graph
+from agents.resources import Resources
+from app.admission import GenerationGate
+from app.service import document_rows
+from config import Settings
+from graph.store import GraphStoreError, SerialisedStore, open_store
+from graph.vectors import VectorIndexError
+from ingest.loaders import SUPPORTED
+from ingest.triples import TripleFileError, ingest_triples
+
+log = logging.getLogger("trellis.server")
+
+TRIPLE_SUFFIXES = {".tsv", ".csv"}
+UPLOAD_SUFFIXES = SUPPORTED | TRIPLE_SUFFIXES
+MAX_PENDING_JOBS = 8
+KEPT_JOBS = 50
+
+
+# -- ingestion jobs ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestJob:
+    job_id: str
+    kind: Literal["documents", "triples"]
+    files: list[Path]
+    source: str | None = None  # provenance for triples posted as JSON (else each file's name)
+    state: Literal["queued", "running", "done", "failed"] = "queued"
+    progress: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+
+    def advance(self, stage: str, done: int, total: int | None) -> None:
+        self.progress[stage] = {"done": done, "total": total}
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "files": [f.name for f in self.files],
+            "state": self.state,
+            "progress": self.progress,
+            "report": self.report,
+            "error": self.error,
+            "status_url": f"/ingest/jobs/{self.job_id}",
+        }
+
+
+def safe_upload_name(filename: str | None) -> str:
+    """The base name of an uploaded file, reduced to safe characters; never a path, never hidden."""
+    base = PurePosixPath((filename or "").replace("\\", "/")).name
+    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")[-200:]
+    if not base:
+        raise HTTPException(400, f"upload file name {filename!r} has no usable name")
+    if Path(base).suffix.lower() not in UPLOAD_SUFFIXES:
+        raise HTTPException(400, f"{base}: unsupported file type (supported: {', '.join(sorted(UPLOAD_SUFFIXES))})")
+    return base
+
+
+# -- the service ------------------------------------------------------------------------------------------------
+
+
+class Service:
+    """What the endpoints share: store, agent graphs, the generation gate and the ingestion worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SerialisedStore(open_store(settings))
+        self.resources = Resources.open(settings, self.store)
+        self.agent = build_graph(self.resources)
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        self._conversations = sqlite3.connect(settings.conversations_path, check_same_thread=False)
+        self.chat_agent = build_graph(self.resources, SqliteSaver(self._conversations))
+        self.gate = GenerationGate(settings.generation_workers, settings.generation_queue)
+        self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
+        self.jobs: dict[str, IngestJob] = {}
+        self._jobs_lock = threading.Lock()
+        self.started = time.time()
+
+    def warm(self) -> None:
+        _ = self.resources.model, self.resources.embedder
+
+    def close(self) -> None:
+        self.gate.executor.shutdown(wait=True)
+        self.ingest_executor.shutdown(wait=True)
+        self._conversations.close()
+        self.store.close()
+
+    # ingestion
+
+    def pending_jobs(self) -> int:
+        return sum(job.state in ("queued", "running") for job in self.jobs.values())
+
+    def submit_job(self, job: IngestJob) -> asyncio.Future[Any]:
+        with self._jobs_lock:
+            if self.pending_jobs() >= MAX_PENDING_JOBS:
+                raise HTTPException(429, f"{MAX_PENDING_JOBS} ingestion jobs already waiting", {"Retry-After": "5"})
+            self.jobs[job.job_id] = job
+            for old in sorted(self.jobs.values(), key=lambda j: j.created)[:-KEPT_JOBS]:
+                if old.state in ("done", "failed"):
+                    del self.jobs[old.job_id]
+        return asyncio.get_running_loop().run_in_executor(self.ingest_executor, self._run_job, job)
+
+    def _run_job(self, job: IngestJob) -> None:
+        job.state = "running"
+        try:
+            job.report = self._ingest_triples(job) if job.kind == "triples" else self._ingest_documents(job)
+            job.state = "done"
+        except (TripleFileError, GraphStoreError, VectorIndexError, ValueError, OSError) as error:
+            job.error, job.state = str(error), "failed"
+        except Exception as error:  # a job's failure is reported on the job, never lost
+            log.exception("ingestion job %s failed", job.job_id)
+            job.error, job.state = f"internal error ({type(error).__name__})", "failed"
+        finally:
+            self.resources.refresh_indexes()
+
+    def _ingest_documents(self, job: IngestJob) -> dict[str, Any]:
+        from ingest.extract import SpacyExtractor
+        from ingest.pipeline import Ingestor
+
+        # In-process extraction: forking a process that runs model threads is not safe.
+        extractor = SpacyExtractor(background=False)
+        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, extractor, progress=job.advance)
+        try:
+            report = ingestor.ingest(job.files)
+        finally:
+            ingestor.close()
+            extractor.close()
+        return {
+            "ingested": report.ingested,
+            "unchanged": report.unchanged,
+            "removed": report.removed,
+            "skipped": [self._without_folder(problem) for problem in report.skipped],
+            "chunks": report.chunks,
+            "relations": report.relations,
+        }
+
+    def _ingest_triples(self, job: IngestJob) -> dict[str, Any]:
+        rows = entities = relations = 0
+        skipped: list[str] = []
+        for path in job.files:
+            source = job.source or path.name
+            report = ingest_triples(self.store, path, source=source, skip_invalid=True, progress=job.advance)
+            rows += report.rows
+            entities += report.entities_created
+            relations += report.relations_created
+            skipped += [self._without_folder(problem) for problem in report.skipped]
+        return {"rows": rows, "entities_created": entities, "relations_created": relations, "skipped": skipped}
+
+    def delete_document(self, doc_id: str) -> bool:
+        from ingest.pipeline import Ingestor
+
+        sources = {row["doc_id"]: row["source"] for row in document_rows(self.settings)}
+        ingestor = Ingestor(self.settings, self.store)
+        try:
+            deleted, _unknown = ingestor.delete([doc_id])
+        finally:
+            ingestor.close()
+            self.resources.refresh_indexes()
+        source = sources.get(doc_id)
+        if deleted and source and self._uploaded(Path(source)) and list(sources.values()).count(source) == 1:
+            Path(source).unlink(missing_ok=True)  # an upload whose last document is gone
+        return bool(deleted)
+
+    def _without_folder(self, problem: object) -> str:
+        """A problem as the uploader knows the file: by its name, not the server's path to it."""
+        return str(problem).replace(f"{self.settings.uploads_path.resolve()}/", "").replace(
+            f"{self.settings.uploads_path}/", ""
+        )
+
+    def _uploaded(self, path: Path) -> bool:
+        return path.resolve().parent == self.settings.uploads_path.resolve()
+
+    def save_upload(self, name: str, data: bytes) -> Path:
+        """Write an upload atomically under the uploads directory (name already made safe)."""
+        folder = self.settings.uploads_path
+        folder.mkdir(parents=True, exist_ok=True)
+        target = (folder / name).resolve()
+        if target.parent != folder.resolve():  # cannot happen after safe_upload_name; kept as a guard
+            raise HTTPException(400, f"upload file name {name!r} leaves the upload directory")
+        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".upload-", delete=False) as temporary:
+            temporary.write(data)
+        os.replace(temporary.name, target)
+        return target
