@@ -186,8 +186,10 @@ class Service:
 
     def _without_folder(self, problem: object) -> str:
         """A problem as the uploader knows the file: by its name, not the server's path to it."""
-        return str(problem).replace(f"{self.settings.uploads_path.resolve()}/", "").replace(
-            f"{self.settings.uploads_path}/", ""
+        return (
+            str(problem)
+            .replace(f"{self.settings.uploads_path.resolve()}/", "")
+            .replace(f"{self.settings.uploads_path}/", "")
         )
 
     def _uploaded(self, path: Path) -> bool:
