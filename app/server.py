@@ -80,7 +80,9 @@ class TripleRecord(BaseModel):
 
 class TriplesRequest(BaseModel):
     triples: list[TripleRecord] = Field(min_length=1)
-    source: str = Field("api-triples", description="Provenance name; the same source again replaces nothing.")
+    source: str = Field(
+        "api-triples", max_length=200, description="Provenance of these facts; the same source again adds to it."
+    )
 
 
 # -- request bodies -----------------------------------------------------------------------------------------
