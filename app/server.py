@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,62 @@ log = logging.getLogger("trellis.server")
 STATIC = Path(__file__).parent / "static"
 JSON_BODY_LIMIT = 1 << 20  # bytes, for every endpoint but uploads
 MODEL_NAME = "trellis"
+# Longer questions are refused: the prompt holds the question twice (AdaCAD), and a 4,000-digit question
+# (4,000 tokens) was measured at 35 s of a worker's time.
+MAX_QUESTION_CHARS = 1000
+KEPT_TURNS = 20
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """Every error: 4xx and 5xx alike."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "malformed request (a body that does not parse, a bad file name or type, no user message)",
+    401: "the API key is missing or wrong",
+    403: "a write from another machine while no API key is configured",
+    404: "no such document, job or page",
+    413: "request body over the limit",
+    415: "unsupported content type",
+    422: "a field fails validation (the message names it)",
+    429: "the question queue (or ingestion queue) is full; see Retry-After",
+    500: "an unexpected failure (its details are in the server log only)",
+    503: "the store is unavailable",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, all with the one error shape."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_MEANINGS[code]} for code in (*codes, 500)}
+
+
+QUESTION_ERRORS = errors(400, 422, 429, 503)
+WRITE_ERRORS = errors(400, 401, 403, 413, 415, 422, 429, 503)
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its local `$defs` references inlined (for a hand-written request body)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -89,16 +145,16 @@ class TriplesRequest(BaseModel):
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
 
 
 class ChatRequest(BaseModel):
-    message: str = Field(min_length=1, max_length=4000)
+    message: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     thread_id: str | None = Field(None, max_length=100, pattern=r"^[\w\-]+$")
 
 
 class ChatMessage(BaseModel):
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
@@ -125,8 +181,12 @@ def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, st
     for i, message in enumerate(messages[:last]):
         if message.role == "user":
             reply = next((m for m in messages[i + 1 : last] if m.role == "assistant"), None)
-            turns.append({"question": message.text(), "answer": reply.text() if reply else ""})
-    return messages[last].text(), turns
+            answer = reply.text() if reply else ""
+            turns.append({"question": message.text()[:MAX_QUESTION_CHARS], "answer": answer[:MAX_QUESTION_CHARS]})
+    question = messages[last].text()
+    if len(question) > MAX_QUESTION_CHARS:
+        raise HTTPException(400, f"messages: the last user message is over {MAX_QUESTION_CHARS} characters")
+    return question, turns[-KEPT_TURNS:]
 
 
 # -- server-sent events -----------------------------------------------------------------------------------------
@@ -184,6 +244,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.open()  # again, after an earlier lifespan closed it
         if warm:
             await asyncio.get_running_loop().run_in_executor(None, service.warm)
         try:
@@ -229,7 +290,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/status", tags=["status"])
+    @app.get("/status", tags=["status"], responses=errors(503))
     async def status() -> dict[str, Any]:
         """Counts in the store, the models, and the question queue."""
         report = await asyncio.get_running_loop().run_in_executor(None, status_report, settings, service.store)
@@ -243,19 +304,19 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             "uptime_s": round(time.time() - service.started, 1),
         }
 
-    @app.get("/documents", tags=["documents"])
+    @app.get("/documents", tags=["documents"], responses=errors())
     async def documents() -> list[dict[str, Any]]:
         """Every ingested document."""
         return document_rows(settings)
 
     # -- asking -------------------------------------------------------------------------------------------
 
-    @app.post("/ask", tags=["questions"])
+    @app.post("/ask", tags=["questions"], responses=QUESTION_ERRORS)
     async def ask_endpoint(body: AskRequest) -> dict[str, Any]:
         """One question; the same JSON as `trellis ask --json` (answer, paths, citations, source, trace)."""
         return await service.gate.submit(lambda: ask(service.agent, body.question))
 
-    @app.post("/chat", tags=["questions"], response_class=StreamingResponse)
+    @app.post("/chat", tags=["questions"], response_class=StreamingResponse, responses=QUESTION_ERRORS)
     async def chat(body: ChatRequest) -> StreamingResponse:
         """A turn of a conversation, streamed as Server-Sent Events.
 
@@ -286,7 +347,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """The one model name this server answers to (for OpenAI-compatible front ends)."""
         return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "trellis"}]}
 
-    @app.post("/v1/chat/completions", tags=["openai"])
+    @app.post("/v1/chat/completions", tags=["openai"], responses=QUESTION_ERRORS)
     async def completions(body: CompletionRequest) -> Any:
         """OpenAI-compatible chat completion (streaming or not). The last user message is the question;
         earlier user/assistant pairs are the conversation; system messages are ignored. The Trellis result
@@ -343,6 +404,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         "/ingest",
         tags=["documents"],
         status_code=202,
+        responses={200: {"description": "with ?wait=true: the finished job"}, **WRITE_ERRORS},
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -356,7 +418,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
                             "required": ["files"],
                         }
                     },
-                    "application/json": {"schema": TriplesRequest.model_json_schema()},
+                    "application/json": {"schema": inline_schema(TriplesRequest)},
                 }
             }
         },
@@ -406,7 +468,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             saved = [service.save_upload(n, await upload.read()) for n, upload in zip(names, uploads, strict=True)]
         return IngestJob(job_id, chosen, saved)  # type: ignore[arg-type]
 
-    @app.get("/ingest/jobs/{job_id}", tags=["documents"])
+    @app.get("/ingest/jobs/{job_id}", tags=["documents"], responses=errors(404))
     async def job_status(job_id: str) -> dict[str, Any]:
         """An ingestion job's state and per-stage progress."""
         job = service.jobs.get(job_id)
@@ -420,7 +482,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         found = sorted(service.jobs.values(), key=lambda j: j.created, reverse=True)
         return [job.public() for job in found]
 
-    @app.delete("/documents/{doc_id:path}", tags=["documents"])
+    @app.delete("/documents/{doc_id:path}", tags=["documents"], responses=errors(401, 403, 404, 503))
     async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
         """Delete a document: its chunks, vectors, and the facts no other source supports."""
         require_writer(request)

@@ -85,24 +85,37 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SerialisedStore(open_store(settings))
-        self.resources = Resources.open(settings, self.store)
-        self.agent = build_graph(self.resources)
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        self._conversations = sqlite3.connect(settings.conversations_path, check_same_thread=False)
-        self.chat_agent = build_graph(self.resources, SqliteSaver(self._conversations))
-        self.gate = GenerationGate(settings.generation_workers, settings.generation_queue)
-        self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
         self.jobs: dict[str, IngestJob] = {}
         self._jobs_lock = threading.Lock()
         self.started = time.time()
+        self.closed = True
+        self.open()
+
+    def open(self) -> None:
+        """Open the store (as its writer), the agents, the question gate and the ingestion worker, if closed.
+
+        Separate from construction so that an app's lifespan can run more than once (test clients do)."""
+        if not self.closed:
+            return
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SerialisedStore(open_store(self.settings))
+        self.resources = Resources.open(self.settings, self.store)
+        self.agent = build_graph(self.resources)
+        self._conversations = sqlite3.connect(self.settings.conversations_path, check_same_thread=False)
+        self.chat_agent = build_graph(self.resources, SqliteSaver(self._conversations))
+        self.gate = GenerationGate(self.settings.generation_workers, self.settings.generation_queue)
+        self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
+        self.closed = False
 
     def warm(self) -> None:
         _ = self.resources.model, self.resources.embedder
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.gate.executor.shutdown(wait=True)
         self.ingest_executor.shutdown(wait=True)
         self._conversations.close()
