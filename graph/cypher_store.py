@@ -121,9 +121,14 @@ class CypherGraphStore:
                 yield entity, alias
 
     def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
-        if not entity_ids:
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
             return []
-        return [Edge(*row) for row in self._rows(self.EDGES_QUERY, {"ids": list(dict.fromkeys(entity_ids))})]
+        return [Edge(*row) for row in self._rows(self.edges_query(len(ids)), {"ids": ids})]
+
+    def edges_query(self, count: int) -> str:
+        """The query for the edges of `count` entities (a backend may plan few ids differently)."""
+        return self.EDGES_QUERY
 
     def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
         rows = [(t, f, n) for t, f, n in self._rows(self.RELATION_TYPES_QUERY, {"i": entity_id})]

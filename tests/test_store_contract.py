@@ -140,6 +140,19 @@ def test_edges_and_relation_types_keep_direction(store: GraphStore) -> None:
     assert store.relation_types(entity_id("Joel Zwick")) == [("directed_by", False, 1)]
 
 
+@pytest.mark.parametrize("count", [1, 40, 250])
+def test_edges_of_many_ids_equal_the_edges_of_each(store: GraphStore, count: int) -> None:
+    """Any number of ids (backends may plan few and many differently), duplicates and unknown ids included."""
+    names = [f"n{i}" for i in range(count + 1)]
+    store.upsert_entities([Entity(n, sources=["s"]) for n in names])
+    store.upsert_relations([Relation(entity_id(x), "next", entity_id(y), ["s"]) for x, y in itertools.pairwise(names)])
+    ids = [entity_id(n) for n in names[:count]]
+    together = sorted(map(repr, store.edges([*ids, ids[0], entity_id("nobody")])))
+    one_by_one = sorted(repr(edge) for i in ids for edge in store.edges([i]))
+    assert together == one_by_one
+    assert len(together) == 2 * count - 1  # each chain node has a next and a previous, but the first
+
+
 def test_neighbourhood_paths_both_directions(store: GraphStore) -> None:
     triple(store, "My Big Fat Greek Wedding", "directed_by", "Joel Zwick")
     triple(store, "My Big Fat Greek Wedding", "in_language", "Greek")
