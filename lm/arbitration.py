@@ -19,15 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import LogitsProcessor
 
-from lm.model import TextCallback
-
-if TYPE_CHECKING:
-    from lm.model import LanguageModel
+from lm.model import LanguageModel, TextCallback
 
 NEG_INF = float("-inf")
 
