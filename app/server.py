@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -260,6 +261,14 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
     )
     upload_limit = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(BodyLimit, limit_for=lambda path: upload_limit if path == "/ingest" else JSON_BODY_LIMIT)
+    if settings.cors_origins:  # browser front ends served from elsewhere; the API key still guards writes
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["X-Thread-Id", "Retry-After"],
+        )
     _install_error_handlers(app)
 
     app.state.service = service

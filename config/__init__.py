@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="Key for the HTTP API's write endpoints (Bearer or X-API-Key). Unset: writes only from loopback.",
     )
     max_upload_mb: float = Field(50.0, gt=0, description="Largest request body accepted by POST /ingest, in MB.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins allowed to call the HTTP API from a browser, as JSON ('[\"https://chat.example\"]'); "
+        "none by default.",
+    )
     generation_workers: int = Field(2, ge=1, description="Questions the server answers at once.")
     generation_queue: int = Field(
         32, ge=0, description="Questions that may wait for a worker; past that the server answers 429."

@@ -329,6 +329,22 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     assert gate.outstanding == 0 and gate.refused == 2
 
 
+def test_cross_origin_calls_only_from_configured_origins(tmp_path: Path) -> None:
+    app = create_app(server_settings(tmp_path / "data", cors_origins=["https://chat.example"]))
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    try:
+        client = TestClient(app)
+        allowed = client.options("/v1/chat/completions", headers={"Origin": "https://chat.example", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://chat.example"
+        other = client.options("/v1/chat/completions", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
+        simple = client.get("/health", headers={"Origin": "https://evil.example"})
+        assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+    finally:
+        app.state.service.close()
+
+
 def test_unexpected_errors_become_json_500(tmp_path: Path) -> None:
     app = create_app(server_settings(tmp_path / "data"))
 
