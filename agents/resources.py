@@ -64,6 +64,10 @@ class Resources:
         path = self.settings.entity_vectors_path
         return VectorIndex(path, self.embedder.dim, self.embedder.name) if path.exists() else None
 
+    @property
+    def models_loaded(self) -> bool:
+        return "model" in self.__dict__  # cached_property keeps a loaded value in the instance dict
+
     def refresh_indexes(self) -> None:
         """Forget the loaded vector indexes so the next question reads what an ingestion has just saved."""
         for name in ("chunk_index", "entity_index"):

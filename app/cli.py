@@ -82,19 +82,14 @@ def ingest_triples_command(
 
 def _install_schema(schema: Path, settings: Settings) -> None:
     """Check the schema file, then copy it into the data directory atomically."""
-    import os
-    import tempfile
-
     from agents.patterns import RelationSchema
+    from app.service import write_atomically
 
     try:
         RelationSchema.load(schema)
     except ValueError as error:
         raise _fail(str(error)) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=settings.data_dir, delete=False) as temporary:
-        temporary.write(schema.read_bytes())
-    os.replace(temporary.name, settings.relation_schema_path)
+    write_atomically(settings.relation_schema_path, schema.read_bytes())
 
 
 def _progress() -> Progress:

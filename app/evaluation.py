@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 import resource
 import statistics
 import string
-import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from typing import Any
 from agents.graph import ask
 from agents.resources import Resources
 from agents.retrieval import link_entities, retrieve_chunks
+from app.service import write_atomically
 from graph.paths import relation_patterns
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -229,8 +230,6 @@ def answer_with_given_context(
     resources: Resources, questions: list[Question], out_path: Path, progress: Callable[[int], None] | None = None
 ) -> None:
     """NQ-Swap: each item brings its own (counterfactual) context; answer under AdaCAD from it."""
-    import time
-
     from agents.generation import document_answer
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,8 +261,7 @@ def write_report(out_dir: Path, metrics: dict[str, Any], results: list[dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomically(out_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
     latencies = [r["trace"].get("total_s", 0.0) for r in results]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(latencies, bins=30)
@@ -271,23 +269,17 @@ def write_report(out_dir: Path, metrics: dict[str, Any], results: list[dict[str,
     axis.set_ylabel("questions")
     axis.set_title(f"{metrics['dataset']}: latency")
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".png", delete=False) as temporary:
-        figure.savefig(temporary.name)
-    os.replace(temporary.name, out_dir / "latency.png")
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
     plt.close(figure)
+    write_atomically(out_dir / "latency.png", image.getvalue())
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, dict | list))
     misses = [r for r in results if r.get("gold") and not (r["answers"] and exact_match(r["answers"][0], r["gold"]))]
     examples = "\n".join(
         f"- {r['question']} -> {r['answer']!r} (gold {r['gold'][:3]}); path {r['paths'][:1]}" for r in misses[:10]
     )
-    _atomic_write(
-        out_dir / "report.md",
+    report = (
         f"# Evaluation: {metrics['dataset']}\n\n| metric | value |\n|---|---|\n{rows}\n\n"
-        f"![latency](latency.png)\n\n## First misses\n\n{examples or 'none'}\n",
+        f"![latency](latency.png)\n\n## First misses\n\n{examples or 'none'}\n"
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as temporary:
-        temporary.write(text)
-    os.replace(temporary.name, path)
+    write_atomically(out_dir / "report.md", report.encode("utf-8"))

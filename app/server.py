@@ -307,7 +307,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             **report,
             "llm_model": settings.llm_model,
             "embedding_model": settings.embedding_model,
-            "models_loaded": "model" in service.resources.__dict__,
+            "models_loaded": service.resources.models_loaded,
             "generation": service.gate.state(),
             "ingest_jobs_pending": service.pending_jobs(),
             "uptime_s": round(time.time() - service.started, 1),

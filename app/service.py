@@ -1,13 +1,25 @@
-"""What the CLI and the HTTP API both report: the store's counts and the document list."""
+"""What the CLI and the HTTP API share: the store's counts, the document list, and atomic file writes."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from config import Settings
 from graph.store import GraphStore, open_store
 from graph.vectors import stored_vector_count
 from ingest.manifest import Manifest
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
+        temporary.write(data)
+    os.chmod(temporary.name, 0o644)  # a temporary file is created private; the result is an ordinary file
+    os.replace(temporary.name, path)
 
 
 def status_report(settings: Settings, store: GraphStore | None = None) -> dict[str, Any]:

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import sqlite3
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.exceptions import HTTPException
 
 from agents.graph import build_graph
 from agents.resources import Resources
 from app.admission import GenerationGate
-from app.service import document_rows
+from app.service import document_rows, write_atomically
 from config import Settings
 from graph.store import GraphStoreError, SerialisedStore, open_store
 from graph.vectors import VectorIndexError
 from ingest.loaders import SUPPORTED
 from ingest.triples import TripleFileError, ingest_triples
+
+if TYPE_CHECKING:
+    from ingest.extract import SpacyExtractor
 
 log = logging.getLogger("trellis.server")
 
@@ -149,18 +151,22 @@ class Service:
         finally:
             self.resources.refresh_indexes()
 
-    def _ingest_documents(self, job: IngestJob) -> dict[str, Any]:
+    @cached_property
+    def extractor(self) -> SpacyExtractor:
+        """One spaCy pipeline for every upload, loaded at the first. In-process: forking a process that runs
+        model threads is not safe."""
         from ingest.extract import SpacyExtractor
+
+        return SpacyExtractor(background=False)
+
+    def _ingest_documents(self, job: IngestJob) -> dict[str, Any]:
         from ingest.pipeline import Ingestor
 
-        # In-process extraction: forking a process that runs model threads is not safe.
-        extractor = SpacyExtractor(background=False)
-        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, extractor, progress=job.advance)
+        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, self.extractor, progress=job.advance)
         try:
             report = ingestor.ingest(job.files)
         finally:
             ingestor.close()
-            extractor.close()
         return {
             "ingested": report.ingested,
             "unchanged": report.unchanged,
@@ -215,7 +221,5 @@ class Service:
         target = (folder / name).resolve()
         if target.parent != folder.resolve():  # cannot happen after safe_upload_name; kept as a guard
             raise HTTPException(400, f"upload file name {name!r} leaves the upload directory")
-        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".upload-", delete=False) as temporary:
-            temporary.write(data)
-        os.replace(temporary.name, target)
+        write_atomically(target, data)
         return target
