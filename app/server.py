@@ -80,6 +80,35 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 QUESTION_ERRORS = errors(400, 422, 429, 503)
+# Event-stream schemas describe one event (Open API before 3.2), whose `data` is a JSON document.
+CHAT_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["thread", "token", "retract", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+COMPLETION_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a chat.completion.chunk as JSON, last [DONE]"}},
+}
+STREAMED_OK = {
+    200: {
+        "description": "the answer as Server-Sent Events",
+        "content": {"text/event-stream": {"schema": CHAT_EVENT}},
+    }
+}
+COMPLETION_OK = {
+    200: {
+        "description": "a chat.completion object, or with `stream: true` chat.completion.chunk events",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": COMPLETION_EVENT},
+        },
+    }
+}
 WRITE_ERRORS = errors(400, 401, 403, 413, 415, 422, 429, 503)
 
 
@@ -325,7 +354,9 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """One question; the same JSON as `trellis ask --json` (answer, paths, citations, source, trace)."""
         return await service.gate.submit(lambda: ask(service.agent, body.question))
 
-    @app.post("/chat", tags=["questions"], response_class=StreamingResponse, responses=QUESTION_ERRORS)
+    @app.post(
+        "/chat", tags=["questions"], response_class=StreamingResponse, responses={**STREAMED_OK, **QUESTION_ERRORS}
+    )
     async def chat(body: ChatRequest) -> StreamingResponse:
         """A turn of a conversation, streamed as Server-Sent Events.
 
@@ -356,7 +387,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """The one model name this server answers to (for OpenAI-compatible front ends)."""
         return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "trellis"}]}
 
-    @app.post("/v1/chat/completions", tags=["openai"], responses=QUESTION_ERRORS)
+    @app.post("/v1/chat/completions", tags=["openai"], responses={**COMPLETION_OK, **QUESTION_ERRORS})
     async def completions(body: CompletionRequest) -> Any:
         """OpenAI-compatible chat completion (streaming or not). The last user message is the question;
         earlier user/assistant pairs are the conversation; system messages are ignored. The Trellis result

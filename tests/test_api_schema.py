@@ -52,7 +52,14 @@ def check_operations(app: object, questions: bool, examples: int) -> list[str]:
             continue
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        # Derandomised: CI and a developer's machine try the same cases, so a failure reproduces.
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         def run(case) -> None:
             case.call_and_validate(headers=headers, checks=CHECKS)
 
@@ -69,6 +76,23 @@ def test_api_conforms_to_its_schema(app: object) -> None:
 def test_question_endpoints_conform_to_their_schema(app: object) -> None:
     checked = check_operations(app, questions=True, examples=6)
     assert set(checked) == {"POST /ask", "POST /chat", "POST /v1/chat/completions"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat", {"message": "Who directed Kerrow Lighthouse?"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Who wrote it?"}], "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Who wrote it?"}]}),
+    ],
+)
+def test_streamed_and_plain_answers_have_declared_content_types(app: object, path: str, body: dict) -> None:
+    """Generated bodies may or may not ask for a stream; these cases always cover both media types."""
+    api = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operation = api[path]["POST"]
+    response = operation.Case(body=body, media_type="application/json").call_and_validate(checks=CHECKS)
+    expected = "text/event-stream" if path == "/chat" or body.get("stream") else "application/json"
+    assert response.headers["content-type"][0].startswith(expected)
 
 
 def test_openapi_document_declares_the_error_shape(app: object) -> None:
