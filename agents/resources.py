@@ -64,6 +64,10 @@ class Resources:
         path = self.settings.entity_vectors_path
         return VectorIndex(path, self.embedder.dim, self.embedder.name) if path.exists() else None
 
+    def load_models(self) -> None:
+        """Load the language model and the embedder now rather than at the first question."""
+        _ = self.model, self.embedder
+
     @property
     def models_loaded(self) -> bool:
         return "model" in self.__dict__  # cached_property keeps a loaded value in the instance dict

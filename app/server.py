@@ -276,7 +276,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.open()  # again, after an earlier lifespan closed it
         if warm:
-            await asyncio.get_running_loop().run_in_executor(None, service.warm)
+            await asyncio.get_running_loop().run_in_executor(None, service.resources.load_models)
         try:
             yield
         finally:
@@ -480,7 +480,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             saved = service.save_upload(name, lines.encode("utf-8"))
             job = IngestJob(job_id, "triples", [saved], source=triples.source)
         elif content_type.startswith("multipart/form-data"):
-            job = await _upload_job(service, request, job_id)
+            job = await _upload_job(request, job_id)
         else:
             raise HTTPException(415, "send multipart/form-data with `files`, or JSON with `triples`")
         future = service.submit_job(job)
@@ -492,7 +492,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             return JSONResponse(job.public())
         return JSONResponse(job.public(), status_code=202)
 
-    async def _upload_job(service: Service, request: Request, job_id: str) -> IngestJob:
+    async def _upload_job(request: Request, job_id: str) -> IngestJob:
         async with request.form(max_files=100) as form:
             kind = str(form.get("kind") or "auto")
             if kind not in ("auto", "documents", "triples"):

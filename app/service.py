@@ -18,6 +18,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as temporary:
         temporary.write(data)
+        temporary.flush()
+        os.fsync(temporary.fileno())  # the data is on disk before the rename makes it visible
     os.chmod(temporary.name, 0o644)  # a temporary file is created private; the result is an ordinary file
     os.replace(temporary.name, path)
 

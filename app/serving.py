@@ -111,9 +111,6 @@ class Service:
         self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
         self.closed = False
 
-    def warm(self) -> None:
-        _ = self.resources.model, self.resources.embedder
-
     def close(self) -> None:
         if self.closed:
             return
@@ -217,7 +214,6 @@ class Service:
     def save_upload(self, name: str, data: bytes) -> Path:
         """Write an upload atomically under the uploads directory (name already made safe)."""
         folder = self.settings.uploads_path
-        folder.mkdir(parents=True, exist_ok=True)
         target = (folder / name).resolve()
         if target.parent != folder.resolve():  # cannot happen after safe_upload_name; kept as a guard
             raise HTTPException(400, f"upload file name {name!r} leaves the upload directory")

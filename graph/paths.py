@@ -110,15 +110,6 @@ Step = tuple[str, bool]  # (relation type, forward)
 Pattern = tuple[Step, ...]
 
 
-def pattern_of(path: Path) -> Pattern:
-    return tuple(zip(path.relations, path.forward, strict=True))
-
-
-def verbalise_pattern(pattern: Pattern) -> str:
-    """`-directed_by-> <-starred_actors-`: the relation chain of a path without its entities."""
-    return " ".join(forward_arrow(r) if forward else backward_arrow(r) for r, forward in pattern)
-
-
 def relation_patterns(
     store: GraphStore, start_id: str, hops: int = 2, max_frontier: int = 5_000
 ) -> dict[Pattern, frozenset[str]]:
