@@ -24,10 +24,11 @@ from agents.generation import (
     probability,
 )
 from agents.resources import Resources
-from agents.retrieval import graph_candidates, link_entities, path_record, retrieve_chunks
+from agents.retrieval import constraint_path, graph_candidates, link_entities, path_record, retrieve_chunks
 from agents.state import AgentState, Turn
 
 MAX_ROUNDS = 2
+MAX_ANSWERS = 200  # answers listed for a chain that reaches many entities
 PRONOUNS = re.compile(r"\b(it|its|he|him|his|she|her|they|them|their|that|this|there)\b", re.IGNORECASE)
 DOCUMENTS_ONLY = re.compile(r"\b(use|using|from|according to) (only )?(the )?(documents?|passages?|sources?)\b", re.I)
 NO_DOCUMENTS = re.compile(r"\b(ignore|without|don'?t use|do not use) (the )?(documents?|passages?|sources?)\b", re.I)
@@ -35,7 +36,7 @@ GRAPH_ONLY = re.compile(r"\b(only|just) (the |from the )?(knowledge )?graph\b", 
 # Chains that contradict the question's cues (score below this) are not trusted to answer it; where
 # documents exist too, the graph answers only with a chain that matches every cue and the asked answer type.
 MIN_PATTERN_SCORE = -1.5
-STRONG_PATTERN_SCORE = 1.0
+STRONG_PATTERN_SCORE = 0.8
 
 
 def instruction_of(question: str) -> str | None:
@@ -64,7 +65,7 @@ def route(resources: Resources, state: AgentState) -> dict[str, Any]:
         graph = graph_candidates(resources, question, entities)
     trace: dict[str, Any] = {"instruction": instruction}
     has_documents = instruction != "no_documents" and resources.chunk_index is not None and len(resources.chunk_index)
-    best = graph.patterns[0].score if graph is not None else float("-inf")
+    best = graph.score if graph is not None else float("-inf")
     if best >= STRONG_PATTERN_SCORE or (best >= MIN_PATTERN_SCORE and not has_documents):
         decided = "graph"
     elif has_documents:
@@ -90,9 +91,12 @@ def route(resources: Resources, state: AgentState) -> dict[str, Any]:
     }
     if decided == "graph" and graph is not None:
         update["patterns"] = [
-            {"pattern": [list(step) for step in p.pattern], "score": p.score, "reach": len(p.reach)}
+            {"pattern": [list(step) for step in p.pattern], "score": round(p.score, 4), "reach": len(p.reach)}
             for p in graph.patterns[:5]
         ]
+        if graph.constraint is not None:
+            other, chain = graph.constraint
+            trace["constrained_by"] = {"entity": other["name"], "pattern": [list(step) for step in chain.pattern]}
         update["_graph"] = graph
     return update
 
@@ -147,16 +151,20 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
         graph = state["_graph"]  # type: ignore[typeddict-item]
         chosen = graph_answer(resources, state["question"], graph.paths)
         if chosen is not None:
-            top = [p for p in graph.patterns if p.score >= graph.patterns[0].score - 1e-9]
-            reach = {e for p in top for e in p.reach}
-            names = {e.id: e.name for e in resources.store.get_entities(sorted(reach)[:200])}
-            others = sorted(n for i, n in names.items() if i != chosen.path.end_id)
-            record = path_record(chosen.path, chosen.log_prob)
+            # the chosen path's end first, then the other answers by posterior mass over the best chains
+            mass = graph.answer_scores
+            ranked = sorted((i for i in mass if i != chosen.path.end_id), key=lambda i: -mass[i])[:MAX_ANSWERS]
+            names = {e.id: e.name for e in resources.store.get_entities(ranked)}
+            others = [names[i] for i in sorted(ranked, key=lambda i: (-mass[i], names.get(i, ""))) if i in names]
+            records = [path_record(chosen.path, chosen.log_prob)]
+            second = constraint_path(resources, graph, chosen.path.end_id)
+            if second is not None:  # a constraint question: the answer meets both entities; cite both paths
+                records.append(path_record(second, 0.0))
             on_text(chosen.path.end_name)  # the path is decoded whole under the trie; its end is the answer
             update = {
                 "answer": chosen.path.end_name,
                 "answers": [chosen.path.end_name, *others],
-                "used_paths": [record],
+                "used_paths": records,
                 "source": "graph",
                 "confidence": probability(chosen.log_prob),
                 "supported": True,

@@ -1,32 +1,54 @@
-"""Which relation chain a question asks for: cue words in the question, matched against a relation schema.
+"""Which relation chain a question asks for, read from the knowledge graph itself.
 
-A KG question names its hops ("who directed the movies written by [X]": written_by from X, then
-directed_by), nearest the topic entity first. Each relation has cue stems in a schema (a JSON file that
-ships with a knowledge graph; without one, the stems of the relation's own name). A chain scores well when
-it uses each cued relation as often as the question cues it, meets the cues outward from the entity, and
-ends on the answer type the question asks for. Words like "share", "same", "also" or "co-" let a chain
-go out and back along one relation ("films that share a director with X": -directed_by-> <-directed_by-).
+A KG question names its hops ("who directed the movies written by X": written_by from X, then
+directed_by), nearest the topic entity first, and says what kind of answer it wants ("what year", "who",
+"how many"). Nothing here knows a particular graph. Each relation is described by its own name read as
+words (`graph.relations.relation_name`: snake_case, camelCase, dotted, URI, inverse) and, where a user
+ships one, by a schema's cue words. A question word is linked to a relation
 
-Chains are grown as a beam from the entity, one hop at a time, over the relations that actually leave the
-entities reached, so only chains that exist in the graph are ever scored.
+- lexically, when it shares a stem with the relation's words or a schema cue ("released" ~ release_year);
+- by meaning, through the sentence embedder already loaded for retrieval: the word and the two-word
+  phrases around it against the relation's description ("father" ~ parents, "club" ~ plays_in_club).
+
+A chain then scores by how much of the question it explains (each word by its best relation in the
+chain), minus what it leaves unexplained that some reachable relation would explain, minus hops no
+question word asks for; plus whether its end entities have the value shape the question asks for (a year
+for "when", a number for "how many", a name for "who") and whether the hops are met outward from the
+entity in the order the question names them. Chains are grown as a beam from the entity over the
+relations that actually leave the entities reached, so only chains that exist are ever scored.
+
+One heuristic stays, measured on both shared KGs: a "return word" (share, same, also, co-, together,
+other) beside a relation's cue lets one cue stand for a hop out along the relation and back ("films that
+share a director with X": -directed_by-> <-directed_by-). It assumes English questions.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
+
+from agents.text import STOPWORDS, WH_WORDS, find_span, words
 from graph.paths import Pattern, grow_patterns
+from graph.relations import relation_name, split_words, value_shape
 from graph.store import GraphStore
 
-RETURN_WORDS = ("share", "same", "also", "co", "together", "other", "for")
-_FILLER = {"by", "has", "have", "in", "is", "of", "the", "a", "an", "to", "imdb"}
-_TOKEN = re.compile(r"[\w']+")
-_ANCHOR = "qqtopicqq"
+RETURN_WORDS = ("share", "same", "also", "co", "together", "other")
+TIME_WORDS = frozenset(["when", "year", "years", "date", "dates", "decade", "century", "time"])
+QUANTITY_WORDS = frozenset(["many", "much", "number", "old", "age", "count", "amount", "total"])
+
+# Cosine similarities of all-MiniLM-L6-v2 between a word and an unrelated relation's words sit around
+# 0.25-0.45; related ones at 0.55-0.85. Relevance maps [FLOOR, CEIL] onto [0, 1]. A hop needs a word of
+# relevance at least SUPPORT to count as asked for.
+FLOOR, CEIL, SUPPORT = 0.35, 0.8, 0.3
+LEXICAL, CUE = 0.9, 1.0  # a shared stem with the relation's own words; a schema cue
+KIND_SAMPLE = 3  # end entities per chain whose incoming relations say what kind of thing the chain reaches
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +56,18 @@ class RelationCues:
     cues: tuple[str, ...]  # stems that name the relation in a question
     head: tuple[str, ...] = ()  # words that ask for the relation's head type ("movie")
     tail: tuple[str, ...] = ()  # ... and for its tail type ("who", "director")
+    description: str = ""
 
 
 @dataclass
 class RelationSchema:
+    """Optional cue words per relation, from a file a user writes or `trellis schema suggest` drafts."""
+
     relations: dict[str, RelationCues] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RelationSchema:
-        """Read a schema file: `{relation: {"cues": [...], "head": [...], "tail": [...]}}`."""
+        """Read a schema file: `{relation: {"cues": [...], "head": [...], "tail": [...], "description"?}}`."""
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
@@ -51,122 +76,345 @@ class RelationSchema:
             raise ValueError(f"{path}: a relation schema is a JSON object keyed by relation type")
         relations = {}
         for name, entry in raw.items():
+            if name.startswith("_"):
+                continue  # comments and metadata (`_about`) of a drafted schema
             if not isinstance(entry, dict) or not isinstance(entry.get("cues"), list) or not entry["cues"]:
                 raise ValueError(f"{path}: relation {name!r} needs a non-empty list field 'cues'")
+            for key in ("cues", "head", "tail"):
+                if not all(isinstance(word, str) and word.strip() for word in entry.get(key, [])):
+                    raise ValueError(f"{path}: relation {name!r}: field {key!r} must list non-empty strings")
             relations[name] = RelationCues(
                 tuple(s.lower() for s in entry["cues"]),
                 tuple(s.lower() for s in entry.get("head", [])),
                 tuple(s.lower() for s in entry.get("tail", [])),
+                str(entry.get("description", "")),
             )
         return cls(relations)
 
     def cues_of(self, relation: str) -> RelationCues:
-        """The schema's cues, or stems of the relation's own name (`directed_by` -> `direct`)."""
+        """The schema's cues, or the relation's own name read as words (`directed_by` -> `direct`)."""
         if relation in self.relations:
             return self.relations[relation]
-        words = [w for w in re.split(r"[_\W]+", relation.lower()) if w and w not in _FILLER]
-        stems = tuple(w[:-2] if w.endswith("ed") and len(w) > 5 else w.rstrip("s") for w in words)
-        return RelationCues(stems or (relation.lower(),))
+        name = relation_name(relation)
+        return RelationCues(tuple(w for w in name.words.split() if w not in STOPWORDS) or (name.words,))
+
+
+def _is_return_word(token: str) -> bool:
+    """`share`, `shared`, `same`, `co` (of "co-starred"): whole words, or longer ones' inflections."""
+    return any(token == w or (len(w) > 3 and token.startswith(w)) for w in RETURN_WORDS)
+
+
+def _shares_stem(word: str, other: str) -> bool:
+    """`released` ~ `release`, `directed` ~ `director`, `years` ~ `year`: a common prefix of at least four
+    letters that covers all but the last letter or two of the shorter word."""
+    shorter = min(len(word), len(other))
+    if shorter < 4:
+        return word == other
+    common = 0
+    for a, b in zip(word, other, strict=False):
+        if a != b:
+            break
+        common += 1
+    return common >= max(4, shorter - 2)
+
+
+class RelationLexicon:
+    """Relation descriptions and question-phrase embeddings, computed once and cached per process.
+
+    `embed` maps texts to unit vectors (the retrieval embedder); without one, only stems link words to
+    relations.
+    """
+
+    def __init__(
+        self, schema: RelationSchema, embed: Callable[[Sequence[str]], np.ndarray] | None = None, cache: int = 20_000
+    ) -> None:
+        self.schema = schema
+        self.embed = embed
+        self._relations: dict[str, tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]] = {}
+        self._phrases: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._known: list[str] | None = None
+
+    def describe(self, relation: str) -> list[str]:
+        """Texts that say what `relation` is: its name's words, with its type part, and the schema's cues."""
+        name = relation_name(relation)
+        entry = self.schema.relations.get(relation)
+        texts = [name.words]
+        content = [w for w in name.words.split() if w not in STOPWORDS]
+        if len(content) > 1:
+            texts.append(content[-1])  # names usually end on what the relation leads to: plays_in_club -> club
+        if name.domain:
+            texts.append(f"{name.domain} {name.words}")
+        if entry is not None:
+            texts += [c for c in entry.cues if len(c) > 3]
+            if entry.description:
+                texts.append(entry.description)
+        return list(dict.fromkeys(texts))
+
+    def _relation(self, relation: str) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+        known = self._relations.get(relation)
+        if known is None:
+            self.prepare([relation])
+            known = self._relations[relation]
+        return known
+
+    def known_relations(self, store: GraphStore) -> list[str]:
+        """Every relation type of the store (read once per lexicon; `forget` after an ingestion)."""
+        if self._known is None:
+            self._known = [relation for relation, _ in store.relation_counts()]
+        return self._known
+
+    def forget(self) -> None:
+        self._known = None
+
+    def prepare(self, relations: Sequence[str]) -> None:
+        """Embed the descriptions of relations not seen yet, in one batch."""
+        new = [r for r in dict.fromkeys(relations) if r not in self._relations]
+        if not new:
+            return
+        texts = {r: self.describe(r) for r in new}
+        flat = [t for r in new for t in texts[r]]
+        vectors = self.embed(flat) if self.embed is not None else np.zeros((len(flat), 0), dtype=np.float32)
+        at = 0
+        for relation in new:
+            count = len(texts[relation])
+            name_words = tuple(w for w in split_words(relation_name(relation).words) if w not in STOPWORDS)
+            cues = self.schema.relations[relation].cues if relation in self.schema.relations else ()
+            with self._lock:
+                self._relations[relation] = (vectors[at : at + count], name_words, cues)
+            at += count
+
+    def phrase_vectors(self, phrases: Sequence[str]) -> np.ndarray:
+        """Unit vectors of `phrases`, from the cache where they were seen before (an LRU of `cache` phrases)."""
+        if self.embed is None:
+            return np.zeros((len(phrases), 0), dtype=np.float32)
+        with self._lock:
+            missing = [p for p in dict.fromkeys(phrases) if p not in self._phrases]
+        if missing:
+            vectors = self.embed(missing)
+            with self._lock:
+                for phrase, vector in zip(missing, vectors, strict=True):
+                    self._phrases[phrase] = vector
+                while len(self._phrases) > self._cache:
+                    self._phrases.popitem(last=False)
+        with self._lock:
+            for phrase in phrases:
+                self._phrases.move_to_end(phrase)
+            return np.stack([self._phrases[p] for p in phrases])
+
+    def relevance(self, token: str, phrase_vectors: np.ndarray, relation: str) -> float:
+        """How strongly a question word (with the phrases around it) names `relation`, 0..1."""
+        vectors, name_words, cues = self._relation(relation)
+        score = 0.0
+        if cues and token.startswith(cues):
+            score = CUE
+        elif any(_shares_stem(token, w) for w in name_words):
+            score = LEXICAL
+        if vectors.shape[1] and phrase_vectors.shape[1]:
+            cosine = float((phrase_vectors @ vectors.T).max())
+            score = max(score, min(1.0, max(0.0, (cosine - FLOOR) / (CEIL - FLOOR))))
+        return score
 
 
 @dataclass
 class QuestionCues:
-    """Where relations are cued: the order in which a chain should meet them, as (side, distance in words)
-    from the topic entity. Hops read outward from the entity, first on its left ("the films written by
-    the screenwriter of [X]"), then on its right ("[X] ... were directed by who")."""
+    """The question as the chain scorer reads it: its content words, their relevance to each relation met,
+    where they stand relative to the topic entity, and the kind of answer asked for."""
 
     tokens: list[str]
-    anchor: int
-    return_cue: bool
-    distances: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-    fewest: dict[str, int] = field(default_factory=dict)  # the fewest hops a relation's cues may stand for
-    positions: dict[str, list[int]] = field(default_factory=dict)  # token positions of each relation's cues
-    returning: set[str] = field(default_factory=set)  # relations a return word turns back (see _turned_back)
-    seen: set[str] = field(default_factory=set)
+    anchor: int  # position of the topic entity's mention
+    content: list[int]  # positions of words that may name a relation
+    asked_shape: str | None  # "time", "quantity", or None (a name, or not said)
+    target: int | None  # the word naming the answer type ("which [country]"), if any
+    lexicon: RelationLexicon
+    relevance: dict[str, list[float]] = field(default_factory=dict)  # relation -> per content word
+    return_near: set[int] = field(default_factory=set)  # content positions beside a return word
+    _vectors: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def of(cls, question: str, mention: str) -> QuestionCues:
-        marked = question.replace(f"[{mention}]", " \x00 ") if f"[{mention}]" in question else question
-        if "\x00" not in marked and mention:
-            marked = re.sub(re.escape(mention), " \x00 ", marked, count=1, flags=re.IGNORECASE)
-        tokens = _TOKEN.findall(marked.replace("\x00", f" {_ANCHOR} ").lower())
-        anchor = tokens.index(_ANCHOR) if _ANCHOR in tokens else 0
-        return cls(tokens, anchor, any(t.startswith(RETURN_WORDS) for t in tokens if t != _ANCHOR))
+    def of(cls, question: str, mention: str, lexicon: RelationLexicon, others: Sequence[str] = ()) -> QuestionCues:
+        tokens = words(question.replace("[", " ").replace("]", " "))
+        span = find_span(tokens, mention)
+        taken = set(span)
+        for other in others:  # other entities' names are not relation words
+            taken |= set(find_span(tokens, other, taken))
+        anchor = span[0] if span else 0
+        content = [
+            i
+            for i, t in enumerate(tokens)
+            if i not in taken and t not in STOPWORDS and t not in WH_WORDS and len(t) > 1 and not _is_return_word(t)
+        ]
+        wh = next((i for i, t in enumerate(tokens) if t in WH_WORDS and i not in taken), None)
+        target = None
+        if wh is not None and tokens[wh] == "where":
+            target = wh  # "where" itself names the answer's kind (a place): it is read like a noun
+            content = sorted([*content, wh])
+        elif wh is not None and tokens[wh] in ("what", "which", "name", "list"):
+            # the noun of the first run of content words after it: "which soccer [club] is based in X"
+            first = next((i for i in content if wh < i <= wh + 3), None)
+            if first is not None:
+                target = first
+                while target + 1 in content and target + 1 - first < 3 and not _is_return_word(tokens[target + 1]):
+                    target += 1
+        asked = None
+        if any(tokens[i] in TIME_WORDS for i in content) or "when" in tokens:
+            asked = "time"
+        elif any(tokens[i] in QUANTITY_WORDS for i in content):
+            asked = "quantity"
+        cues = cls(tokens, anchor, content, asked, target, lexicon)
+        phrases: list[list[str]] = []
+        for i in content:
+            around = [tokens[i]]
+            if i > 0 and i - 1 not in taken:
+                around.append(f"{tokens[i - 1]} {tokens[i]}")
+            if i + 1 < len(tokens) and i + 1 not in taken:
+                around.append(f"{tokens[i]} {tokens[i + 1]}")
+            phrases.append(around)
+        flat = [p for group in phrases for p in group]
+        vectors = lexicon.phrase_vectors(flat) if flat else np.zeros((0, 0), dtype=np.float32)
+        at = 0
+        for group in phrases:
+            cues._vectors.append(vectors[at : at + len(group)])
+            at += len(group)
+        for k, i in enumerate(content):
+            if any(_is_return_word(tokens[j]) for j in range(max(0, i - 3), min(len(tokens), i + 4)) if j not in taken):
+                cues.return_near.add(k)
+        return cues
 
-    def add(self, relations: set[str], schema: RelationSchema) -> None:
-        """Find the cues of relations not looked for yet."""
-        for relation in relations - self.seen:
-            self.seen.add(relation)
-            stems = schema.cues_of(relation).cues
-            hits = [
-                (i, next(s for s in stems if token.startswith(s)))
-                for i, token in enumerate(self.tokens)
-                if token != _ANCHOR and token.startswith(stems)
+    def add(self, relations: set[str]) -> None:
+        """Relevance of every content word to relations not looked at yet."""
+        new = sorted(relations - set(self.relevance))
+        self.lexicon.prepare(new)
+        for relation in new:
+            self.relevance[relation] = [
+                self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)
             ]
-            # Different cue words close together may name one hop ("released in which years") or two
-            # ("movies starred by the actors in"); the same word twice names two ("directed by the
-            # director of"). A relation is cued between `fewest` and len(distances) times.
-            separate = [
-                i for k, (i, stem) in enumerate(hits) if k == 0 or i - hits[k - 1][0] > 4 or stem == hits[k - 1][1]
-            ]
-            if hits:
-                self.distances[relation] = sorted((int(i > self.anchor), abs(i - self.anchor)) for i, _ in hits)
-                self.fewest[relation] = len(separate)
-                self.positions[relation] = [i for i, _ in hits]
-        self.returning = self._turned_back()  # once per new cue set, not once per chain scored
 
-    def _turned_back(self) -> set[str]:
-        """Relations a return word turns back: the relation cued nearest to it, within 3 words (on a tie,
-        the one after it: "starred movies for the director of")."""
-        turned = set()
-        for word, token in enumerate(self.tokens):
-            if token == _ANCHOR or not token.startswith(RETURN_WORDS):
-                continue
-            near = [
-                (abs(i - word), i < word, relation)
-                for relation, places in self.positions.items()
-                for i in places
-                if 0 < abs(i - word) <= 3
-            ]
-            if near:
-                turned.add(min(near)[2])
-        return turned
+    def salience(self) -> list[float]:
+        """Per content word, its relevance to the best relation met so far."""
+        return [max((r[k] for r in self.relevance.values()), default=0.0) for k in range(len(self.content))]
 
-    def asks_for(self, stems: tuple[str, ...]) -> bool:
-        return bool(stems) and any(t.startswith(stems) for t in self.tokens if t != _ANCHOR)
+    def outward(self, k: int) -> tuple[int, int]:
+        """(side, distance) of content word k from the entity: left of it first, nearest first."""
+        position = self.content[k]
+        return (int(position > self.anchor), abs(position - self.anchor))
 
 
-def mismatch(pattern: Pattern, cues: QuestionCues, partial: bool = False) -> int:
-    """Hops the question does not cue plus cues the chain does not use (`partial`: only the former)."""
-    hops = Counter(relation for relation, _ in pattern)
-    most = {relation: len(d) for relation, d in cues.distances.items()}
-    if partial:
-        return sum(max(0, n - most.get(r, 0)) for r, n in hops.items())
-    back = returns_on(pattern, cues)
-    count = 0
-    for relation in set(hops) | set(most):
-        # "share the director with": one cue, out and back
-        low, high = cues.fewest.get(relation, 0), most.get(relation, 0) + (relation in back)
-        used = hops[relation]
-        count += low - used if used < low else max(0, used - high)
-    return count
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How a chain accounts for the question's words."""
+
+    explained: float  # relevance of the words, each by its best relation in the chain
+    unexplained: float  # what reachable relations would explain beyond that
+    unsupported: int  # hops no word asks for
+    ordered: bool  # hops met outward in the question's order
+    returns: int = 0  # out-and-back turns a return word asks for
 
 
-def returns_on(pattern: Pattern, cues: QuestionCues) -> set[str]:
-    """Relations the chain goes out and back along where the question puts a return word beside their cue."""
-    return {a[0] for a, b in pairwise(pattern) if a[0] == b[0] and a[1] != b[1] and a[0] in cues.returning}
+def explain(
+    pattern: Pattern, cues: QuestionCues, salience: list[float] | None = None, kind: Collection[str] | None = None
+) -> Explanation:
+    """`kind`: the relations whose tails the chain's end entities are (what the KG says those entities are:
+    clubs are what `plays_in_club` leads to). The word naming the answer type ("which [club]") is explained
+    by that kind, and supports a hop only if the last hop leads into it; without `kind` (a chain still
+    growing) it is read like any other word."""
+    relations = [relation for relation, _ in pattern]
+    turns = Counter(a[0] for a, b in pairwise(pattern) if a[0] == b[0] and a[1] != b[1])
+    explained = unexplained = 0.0
+    phrases: dict[str, list[int]] = {}  # relation -> content words that support a hop of it
+    target = cues.content.index(cues.target) if cues.target is not None and kind is not None else None
+    for k in range(len(cues.content)):
+        scores = [cues.relevance[r][k] for r in relations]
+        if k == target:
+            into = relations[-1] in kind  # type: ignore[operator]
+            scores = [0.0] * (len(scores) - 1) + [scores[-1] if into else 0.0]
+            typed = max((cues.relevance[r][k] for r in kind if r in cues.relevance), default=0.0)  # type: ignore[union-attr]
+            # below SUPPORT a similarity is noise: "movies" is no better a word for actors than for anything
+            typed = typed if typed >= SUPPORT else 0.0
+            scores[-1] = scores[-1] if scores[-1] >= SUPPORT else 0.0
+            best = len(scores) - 1
+            explained += max(typed, scores[best])
+            if salience is not None:
+                unexplained += max(0.0, salience[k] - max(typed, scores[best]))
+            if scores[best] >= SUPPORT:
+                phrases.setdefault(relations[best], []).append(k)
+            continue
+        best = max(range(len(scores)), key=lambda j: scores[j])
+        explained += scores[best]
+        if salience is not None:
+            unexplained += max(0.0, salience[k] - scores[best])
+        if scores[best] >= SUPPORT:
+            phrases.setdefault(relations[best], []).append(k)
+    unsupported = returns = 0
+    met: list[tuple[int, int]] = []
+    for relation, hops in Counter(relations).items():
+        places = phrases.get(relation, [])
+        # adjacent words name one hop ("release year"), the same word twice names two ("directed ... director")
+        words = [cues.tokens[cues.content[k]] for k in places]
+        positions = [cues.content[k] for k in places]
+        separate = [
+            k for n, k in enumerate(places) if n == 0 or positions[n] - positions[n - 1] > 1 or words[n] == words[n - 1]
+        ]
+        back = min(turns[relation], sum(1 for k in separate if k in cues.return_near))
+        unsupported += max(0, hops - len(separate) - back)
+        returns += back
+        met += sorted(cues.outward(k) for k in separate)[:hops]
+    if len(relations) == 1 and unsupported:
+        unsupported = 0  # a question about an entity asks for at least one hop: a single hop needs no cue word
+    order = [cues.outward(phrases[r][0]) for r in dict.fromkeys(relations) if phrases.get(r)]
+    return Explanation(explained, unexplained, unsupported, order == sorted(order) and bool(order), returns)
 
 
-def score_pattern(pattern: Pattern, cues: QuestionCues, schema: RelationSchema, partial: bool = False) -> float:
-    """Higher is better. `partial` scores a chain still growing: cued relations it lacks cost nothing yet."""
-    score = -2.0 * mismatch(pattern, cues, partial) + 0.5 * bool(returns_on(pattern, cues))
+def answer_shape_score(pattern: Pattern, cues: QuestionCues, reach_names: Sequence[str]) -> float:
+    """Whether the chain ends on what the question asks for: its end entities' value shape (a year for
+    "when", a number for "how many", a name otherwise) and the word naming the answer type."""
+    score = 0.0
+    if reach_names:
+        shapes = Counter(value_shape(name) for name in reach_names)
+        shape = shapes.most_common(1)[0][0]
+        if cues.asked_shape == "time":
+            score += 0.5 if shape in ("year", "date") else -1.0
+        elif cues.asked_shape == "quantity":
+            score += 0.5 if shape == "number" else -1.0
+        elif shape in ("year", "date", "number"):
+            score -= 0.5  # "who", "which club": a name is asked for
     last, forward = pattern[-1]
-    relation_cues = schema.cues_of(last)
-    score += 1.0 * cues.asks_for(relation_cues.tail if forward else relation_cues.head)
-    remaining = {r: list(d) for r, d in cues.distances.items()}
-    met = [remaining[r].pop(0) for r, _ in pattern if remaining.get(r)]
-    score += 0.5 * (met == sorted(met))
-    return score - 0.1 * len(pattern)
+    if cues.target is not None:
+        entry = cues.lexicon.schema.relations.get(last)
+        type_words = (entry.tail if forward else entry.head) if entry is not None else ()
+        if type_words and cues.tokens[cues.target].startswith(type_words):
+            score += 0.5
+    return score
+
+
+def score_pattern(
+    pattern: Pattern,
+    cues: QuestionCues,
+    reach_names: Sequence[str] = (),
+    salience: list[float] | None = None,
+    partial: bool = False,
+    kind: Collection[str] | None = None,
+) -> float:
+    """Higher is better. `partial` scores a chain still growing: what it does not explain yet costs nothing."""
+    found = explain(pattern, cues, None if partial else (salience if salience is not None else cues.salience()), kind)
+    # a return word ("the same director as X") asks for a chain that goes out along a relation and back
+    score = _explanation_score(found, len(pattern))
+    if partial:
+        return score
+    return score + 0.3 * found.ordered + answer_shape_score(pattern, cues, reach_names)
+
+
+def _explains_all(pattern: Pattern, cues: QuestionCues) -> bool:
+    """Every word that names some relation (relevance >= SUPPORT) is explained about as well by this chain,
+    and every hop is asked for."""
+    if explain(pattern, cues).unsupported:
+        return False
+    relations = {r for r, _ in pattern}
+    for k, best in enumerate(cues.salience()):
+        if best >= SUPPORT and max(cues.relevance[r][k] for r in relations) < best - 0.1:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,32 +422,87 @@ class ScoredPattern:
     pattern: Pattern
     score: float
     reach: frozenset[str]  # entities at the end of the chain
+    passes: frozenset[str] = frozenset()  # excluded entities (other names of the question) it also reaches
 
 
-def rank_patterns(
+def rank_patterns(*args: object, **kwargs: object) -> list[ScoredPattern]:
+    """Relation chains that leave an entity, best first (see `rank_chains`)."""
+    return rank_chains(*args, **kwargs)[0]  # type: ignore[arg-type]
+
+
+def _explanation_score(found: Explanation, hops: int) -> float:
+    return found.explained - 0.5 * found.unexplained - 1.0 * found.unsupported - 0.1 * hops + 0.5 * bool(found.returns)
+
+
+def joint_score(primary: ScoredPattern, constraint: Pattern, cues: QuestionCues) -> float:
+    """The score of a constraint reading: the primary chain's, with the question's words explained by the
+    relations of both chains together (each word once), and the second chain's hops paid for. The second
+    chain's first hop is cued by its entity's own name."""
+    salience = cues.salience()
+    alone = _explanation_score(explain(primary.pattern, cues, salience), len(primary.pattern))
+    both = (*primary.pattern, *constraint)
+    found = explain(both, cues, salience)
+    together = _explanation_score(found, len(both)) + (1.0 if found.unsupported else 0.0)
+    return primary.score - alone + together
+
+
+def rank_chains(
     store: GraphStore,
     start_id: str,
     question: str,
     mention: str,
-    schema: RelationSchema,
+    schema: RelationSchema | RelationLexicon,
     max_hops: int = 3,
     beam: int = 8,
     max_frontier: int = 5_000,
-) -> list[ScoredPattern]:
-    """Relation chains of 1..`max_hops` hops that leave `start_id`, best first for `question`."""
+    others: Sequence[str] = (),
+    sample_names: int = 12,
+    exclude: Collection[str] = (),
+) -> tuple[list[ScoredPattern], QuestionCues]:
+    """Relation chains of 1..`max_hops` hops that leave `start_id`, best first for `question`, and the
+    question as read for them.
+
+    `schema` is a lexicon (which links words to relations by meaning too) or a bare schema (stems only).
+    `others`: names of other entities in the question, whose words are not relation cues. `exclude`:
+    entities that are no answer (those the question names); a chain that reaches only them is dropped.
+    """
+    lexicon = schema if isinstance(schema, RelationLexicon) else RelationLexicon(schema)
     frontier: dict[Pattern, frozenset[str]] = {(): frozenset([start_id])}
     found: list[tuple[Pattern, frozenset[str]]] = []
-    cues = QuestionCues.of(question, mention)
-    cues.add(set(schema.relations), schema)
+    cues = QuestionCues.of(question, mention, lexicon, others)
+    # Every relation of the graph, so that a word no relation near the entity explains still counts as
+    # asking for something (the early stop below must not end a chain the question names more hops of).
+    cues.add(set(lexicon.known_relations(store)))
     for _hop in range(max_hops):
         grown = list(grow_patterns(store, frontier, start_id, max_frontier).items())
         if not grown:
             break
-        cues.add({pattern[-1][0] for pattern, _ in grown}, schema)
-        grown.sort(key=lambda item: -score_pattern(item[0], cues, schema, partial=True))
+        if exclude:
+            grown = [(p, reach) for p, reach in grown if reach - set(exclude)]
+        cues.add({pattern[-1][0] for pattern, _ in grown})
+        grown.sort(key=lambda item: -score_pattern(item[0], cues, partial=True))
         found += grown
         frontier = dict(grown[:beam])
-        if not cues.return_cue and any(mismatch(p, cues) == 0 for p, _ in grown):
-            break  # a chain already uses every cue once; a longer one could only add unexplained hops
-    scored = [ScoredPattern(p, score_pattern(p, cues, schema), reach) for p, reach in found]
-    return sorted(scored, key=lambda s: (-s.score, len(s.pattern)))
+        if not cues.return_near and any(_explains_all(p, cues) for p, _ in grown[:beam]):
+            break  # a chain already explains every word; a longer one could only add hops nobody asked for
+    salience = cues.salience()
+    rough = sorted(found, key=lambda item: -score_pattern(item[0], cues, salience=salience) + 0.01 * len(item[0]))
+    rough = rough[: beam * 2]
+    sample = {p: sorted(reach)[:sample_names] for p, reach in rough}
+    sampled = sorted({i for ids in sample.values() for i in ids})
+    names = {e.id: e.name for e in store.get_entities(sampled)}
+    into: dict[str, set[str]] = {}  # entity -> relations it is the tail of
+    # a few end entities per chain say what kind they are (one small edge query: few ids plan fast)
+    for edge in store.edges(sorted({i for ids in sample.values() for i in ids[:KIND_SAMPLE]})):
+        if not edge.forward:
+            into.setdefault(edge.origin_id, set()).add(edge.type)
+    cues.add({r for kinds in into.values() for r in kinds})
+    salience = cues.salience()
+    scored = []
+    for p, reach in rough:
+        passes = reach & set(exclude)
+        reach = reach - passes
+        kind = {r for i in sample[p][:KIND_SAMPLE] for r in into.get(i, ())}
+        shown = [names[i] for i in sample[p] if i in names]
+        scored.append(ScoredPattern(p, score_pattern(p, cues, shown, salience, kind=kind), reach, frozenset(passes)))
+    return sorted(scored, key=lambda s: (-s.score, len(s.pattern))), cues

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from agents.patterns import RelationSchema
+from agents.patterns import RelationLexicon, RelationSchema
 from config import Settings
+from graph.lookup import NameKeyIndex
 from graph.store import GraphStore, open_store
 from graph.vectors import VectorIndex
 
@@ -39,6 +40,16 @@ class Resources:
     def schema(self) -> RelationSchema:
         path = self.settings.relation_schema_path
         return RelationSchema.load(path) if path.exists() else RelationSchema()
+
+    @cached_property
+    def lexicon(self) -> RelationLexicon:
+        """Relations described by their names (and the schema's cues), linked to question words by meaning."""
+        return RelationLexicon(self.schema, lambda texts: self.embedder.embed(texts, batch_size=128))
+
+    @cached_property
+    def name_index(self) -> NameKeyIndex:
+        """Entity names and aliases by normalised key, for linking question spans (rebuilt after ingestion)."""
+        return NameKeyIndex(self.store.iter_entity_names())
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -73,9 +84,11 @@ class Resources:
         return "model" in self.__dict__  # cached_property keeps a loaded value in the instance dict
 
     def refresh_indexes(self) -> None:
-        """Forget the loaded vector indexes so the next question reads what an ingestion has just saved."""
-        for name in ("chunk_index", "entity_index"):
+        """Forget the loaded indexes so the next question reads what an ingestion has just saved."""
+        for name in ("chunk_index", "entity_index", "name_index"):
             self.__dict__.pop(name, None)
+        if "lexicon" in self.__dict__:
+            self.lexicon.forget()
 
     def close(self) -> None:
         if self.owns_store and not self._closed:

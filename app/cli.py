@@ -347,6 +347,15 @@ def eval_command(
         typer.Argument(help="metaqa-1hop, metaqa-2hop, metaqa-3hop, musique, nqswap, or a JSONL in the batch format."),
     ],
     limit: Annotated[int, typer.Option(help="Questions to score.")] = 300,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="MetaQA: remove the brackets around topic entities, as users type.")
+    ] = False,
+    schema: Annotated[
+        bool,
+        typer.Option(
+            "--schema/--no-schema", help="MetaQA: load the KG with its relation schema (--no-schema: names only)."
+        ),
+    ] = True,
     out_dir: Annotated[Path, typer.Option("--out", help="Where metrics.json, report.md and plots go.")] = Path(
         "eval_out"
     ),
@@ -356,7 +365,7 @@ def eval_command(
     from app import evaluation
 
     settings = _settings(data_dir)
-    _prepare(dataset, settings)
+    _prepare(dataset, settings, schema)
     name = Path(dataset).stem if dataset not in evaluation.DATASETS else dataset
     answers_path = out_dir / "answers.jsonl"
     if answers_path.exists():
@@ -365,7 +374,12 @@ def eval_command(
         extra: dict = {}
         skipped = 0
         if dataset.startswith("metaqa-"):
-            items, skipped = evaluation.metaqa_questions(resources, int(dataset[7]), limit)
+            items, skipped = evaluation.metaqa_questions(resources, int(dataset[7]), limit, plain)
+            extra["plain_questions"] = plain
+            extra["relation_schema"] = settings.relation_schema_path.exists()
+        elif dataset.startswith("wc2014-"):
+            items = evaluation.wc2014_questions(dataset.split("-")[1], limit)
+            extra["relation_schema"] = settings.relation_schema_path.exists()
         elif dataset == "musique":
             items = evaluation.musique_questions(limit)
             extra["recall_at_5"] = evaluation.recall_at_5(resources, items)
@@ -389,16 +403,21 @@ def eval_command(
     out.print_json(json.dumps(metrics))
 
 
-def _prepare(dataset: str, settings: Settings) -> None:
+def _prepare(dataset: str, settings: Settings, schema: bool = True) -> None:
     """Load what a named benchmark needs into the data directory, once."""
     from app.evaluation import SHARED_DATA
 
     if dataset.startswith("metaqa-"):
-        needs = not settings.graph_path.exists() or not settings.relation_schema_path.exists()
-        if needs:
+        if settings.relation_schema_path.exists() and not schema:
+            raise _fail(f"{settings.data_dir} has a relation schema; use another --data-dir for --no-schema")
+        if schema and not settings.relation_schema_path.exists():
             _install_schema(Path(__file__).resolve().parents[1] / "examples" / "metaqa" / "relations.json", settings)
+        if not settings.graph_path.exists():
             with _writing(settings) as store:
                 ingest_triples(store, SHARED_DATA / "metaqa" / "kb.tsv")
+    elif dataset.startswith("wc2014-") and not settings.graph_path.exists():
+        with _writing(settings) as store:
+            ingest_triples(store, SHARED_DATA / "wc2014" / "kb.tsv")
     elif dataset == "musique" and not settings.vectors_path.exists():
         ingest([SHARED_DATA / "musique" / "corpus.json"], None, None, settings.data_dir)  # the `ingest` command
 

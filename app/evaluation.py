@@ -22,7 +22,16 @@ from app.service import write_atomically
 from graph.paths import relation_patterns
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATASETS = ("metaqa-1hop", "metaqa-2hop", "metaqa-3hop", "musique", "nqswap")
+DATASETS = (
+    "metaqa-1hop",
+    "metaqa-2hop",
+    "metaqa-3hop",
+    "wc2014-1hop",
+    "wc2014-2hop",
+    "wc2014-conj",
+    "musique",
+    "nqswap",
+)
 
 
 class BatchFileError(ValueError):
@@ -94,6 +103,16 @@ def f1(prediction: str, golds: list[str]) -> float:
     return best
 
 
+def answer_set_f1(predicted: list[str], golds: list[str]) -> float:
+    """F1 of the listed answers against the gold answer set (names compared normalised)."""
+    mine, truth = {normalise(a) for a in predicted}, {normalise(g) for g in golds}
+    common = len(mine & truth)
+    if not common:
+        return 0.0
+    precision, recall = common / len(mine), common / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -152,6 +171,8 @@ def summarise(resources: Resources, results: list[dict[str, Any]]) -> dict[str, 
         )
         summary["em"] = round(sum(exact_match(r["answer"], r["gold"]) for r in scored) / len(scored), 4)
         summary["f1"] = round(sum(f1(r["answer"], r["gold"]) for r in scored) / len(scored), 4)
+        # many-answer questions (the films an actor starred in): the whole answer list against the gold set
+        summary["answer_set_f1"] = round(sum(answer_set_f1(r["answers"], r["gold"]) for r in scored) / len(scored), 4)
     summary["path_valid_rate"] = round(valid / len(paths), 4) if paths else None
     summary["paths_checked"] = len(paths)
     summary["latency_p50_s"] = round(statistics.median(latencies), 3) if latencies else None
@@ -165,8 +186,11 @@ def summarise(resources: Resources, results: list[dict[str, Any]]) -> dict[str, 
 # -- datasets --------------------------------------------------------------------------------------------------
 
 
-def metaqa_questions(resources: Resources, hops: int, limit: int) -> tuple[list[Question], int]:
-    """The first `limit` dev questions whose gold answers are reachable in `hops` hops; and how many were not."""
+def metaqa_questions(resources: Resources, hops: int, limit: int, plain: bool = False) -> tuple[list[Question], int]:
+    """The first `limit` dev questions whose gold answers are reachable in `hops` hops; and how many were not.
+
+    `plain`: the questions as a user would type them, without the brackets around the topic entity.
+    """
     path = SHARED_DATA / "metaqa" / f"qa_{hops}hop_dev.tsv"
     chosen: list[Question] = []
     skipped = 0
@@ -183,10 +207,16 @@ def metaqa_questions(resources: Resources, hops: int, limit: int) -> tuple[list[
             names = {e.name for e in resources.store.get_entities(sorted(reach))} if reach else set()
             reachable = any(g in names for g in gold)
         if reachable:
-            chosen.append(Question(f"{hops}hop-{number}", question, gold))
+            text = question.replace("[", "").replace("]", "") if plain else question
+            chosen.append(Question(f"{hops}hop-{number}", text, gold))
         else:
             skipped += 1
     return chosen, skipped
+
+
+def wc2014_questions(kind: str, limit: int) -> list[Question]:
+    """WorldCup2014's 1-hop, 2-hop or conjunctive questions (entities unbracketed, as users type them)."""
+    return read_questions(SHARED_DATA / "wc2014" / f"{kind}.jsonl")[:limit]
 
 
 def musique_questions(limit: int) -> list[Question]:

@@ -134,6 +134,18 @@ class CypherGraphStore:
         rows = [(t, f, n) for t, f, n in self._rows(self.RELATION_TYPES_QUERY, {"i": entity_id})]
         return sorted(rows, key=lambda row: (-row[2], row[0], not row[1]))
 
+    def relation_counts(self) -> list[tuple[str, int]]:
+        rows = self._rows("MATCH ()-[r:RELATION]->() RETURN r.type, count(*)")
+        return sorted(((t, int(n)) for t, n in rows), key=lambda row: (-row[1], row[0]))
+
+    def relation_sample(self, relation: str, limit: int = 200) -> list[tuple[str, str, str, str]]:
+        rows = self._rows(
+            "MATCH (a:Entity)-[r:RELATION]->(b:Entity) WHERE r.type = $t "
+            "RETURN a.name, a.type, b.name, b.type LIMIT $n",
+            {"t": relation, "n": limit},
+        )
+        return [(h, ht or "", t, tt or "") for h, ht, t, tt in rows]
+
     def counts(self) -> StoreCounts:
         return StoreCounts(
             entities=self._scalar("MATCH (e:Entity) RETURN count(*)"),

@@ -33,3 +33,23 @@ class FuzzyNameIndex:
             entity_id = self._ids[position]
             best[entity_id] = max(score, best.get(entity_id, 0.0))
         return sorted(best.items(), key=lambda item: -item[1])[:limit]
+
+
+class NameKeyIndex:
+    """Every entity name and alias by its normalised key, in memory: linking a question looks up each of
+    its word spans, and LadybugDB has no secondary index to do that per span."""
+
+    def __init__(self, names: Iterable[tuple[str, str]]) -> None:
+        self._by_key: dict[str, dict[str, str]] = {}
+        for entity_id, name in names:
+            key = normalised_key(name)
+            if key:
+                self._by_key.setdefault(key, {}).setdefault(entity_id, name)
+        self.longest = max((len(key.split()) for key in self._by_key), default=0)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: str) -> dict[str, str]:
+        """{entity id: name} of the entities whose name or alias has this normalised key."""
+        return self._by_key.get(key, {})

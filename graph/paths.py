@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from graph.model import Edge
@@ -149,14 +149,17 @@ def grow_patterns(
     return {pattern: frozenset(ends) for pattern, ends in grown.items()}
 
 
-def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int = 200) -> list[Path]:
-    """Paths from `start_id` that follow `pattern` and never return to it, at most `limit` of them.
+def pattern_paths(
+    store: GraphStore, start_id: str, pattern: Pattern, limit: int = 200, ends: Collection[str] | None = None
+) -> list[Path]:
+    """Paths from `start_id` that follow `pattern` and never return to it, at most `limit` of them; with
+    `ends`, only paths that end on one of those entities.
 
     Like `relation_patterns`, a path may pass an entity twice elsewhere: "who directed the movies written
     by the writer of X" is answered by the writer when the writer also directed them.
     """
     frontier = [Path((e.id,), (e.name,)) for e in store.get_entities([start_id])]
-    for relation, forward in pattern:
+    for hop, (relation, forward) in enumerate(pattern, start=1):
         by_origin: dict[str, list[Edge]] = defaultdict(list)
         for edge in store.edges(list({p.end_id for p in frontier})):
             if edge.type == relation and edge.forward == forward:
@@ -166,6 +169,8 @@ def pattern_paths(store: GraphStore, start_id: str, pattern: Pattern, limit: int
             for path in frontier
             for edge in by_origin.get(path.end_id, ())
             # never back to the start, nor straight back along the edge just taken
-            if edge.neighbour_id != start_id and edge.neighbour_id not in path.entity_ids[-2:-1]
+            if edge.neighbour_id != start_id
+            and edge.neighbour_id not in path.entity_ids[-2:-1]
+            and (ends is None or hop < len(pattern) or edge.neighbour_id in ends)
         ][: limit * 20]
     return frontier[:limit]

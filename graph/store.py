@@ -67,6 +67,14 @@ class GraphStore(Protocol):
         """(relation type, forward?, count) of the relations touching an entity."""
         ...
 
+    def relation_counts(self) -> list[tuple[str, int]]:
+        """(relation type, number of relations) for every type, most frequent first."""
+        ...
+
+    def relation_sample(self, relation: str, limit: int = 200) -> list[tuple[str, str, str, str]]:
+        """(head name, head type, tail name, tail type) of up to `limit` relations of one type."""
+        ...
+
     def chunks_mentioning(self, entity_ids: Sequence[str], limit: int = 20) -> list[tuple[str, str]]:
         """(entity id, chunk id) for chunks that mention any of `entity_ids`, at most `limit` rows."""
         ...

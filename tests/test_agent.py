@@ -92,7 +92,9 @@ def test_ignoring_the_documents_cites_none(agent) -> None:
     result = ask(agent, "Ignore the documents. Who built the Kerrow Lighthouse?")
     assert result["source"] in {"parameters", "graph"} and result["citations"] == []
     result = ask(agent, "Ignore the documents. Where does the Vellin River flow?")
-    assert result["source"] == "parameters" and result["citations"] == []
+    assert result["citations"] == []
+    # the relation spaCy extracted from the passage (`flow_into`) is linked to "flow" by its name's words
+    assert result["source"] == "graph" and result["paths"] == [["Vellin River", "-flow_into->", "Grey Sea"]]
 
 
 def test_follow_up_question_uses_the_conversation(resources: Resources) -> None:
