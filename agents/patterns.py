@@ -142,7 +142,7 @@ class RelationLexicon:
         entry = self.schema.relations.get(relation)
         texts = [name.words]
         content = [w for w in name.words.split() if w not in STOPWORDS]
-        if len(content) > 1:
+        if content and content[-1] != name.words:
             texts.append(content[-1])  # names usually end on what the relation leads to: plays_in_club -> club
         if name.domain:
             texts.append(f"{name.domain} {name.words}")
@@ -247,8 +247,8 @@ class QuestionCues:
         ]
         wh = next((i for i, t in enumerate(tokens) if t in WH_WORDS and i not in taken), None)
         target = None
-        if wh is not None and tokens[wh] == "where":
-            target = wh  # "where" itself names the answer's kind (a place): it is read like a noun
+        if wh is not None and tokens[wh] in ("where", "who", "whom"):
+            target = wh  # "where", "who" name the answer's kind (a place, a person): read like a noun
             content = sorted([*content, wh])
         elif wh is not None and tokens[wh] in ("what", "which", "name", "list"):
             # the noun of the first run of content words after it: "which soccer [club] is based in X"
@@ -266,6 +266,9 @@ class QuestionCues:
         phrases: list[list[str]] = []
         for i in content:
             around = [tokens[i]]
+            if i == wh:  # a wh-word stands for the answer's kind alone ("who", not "who plays")
+                phrases.append(around)
+                continue
             if i > 0 and i - 1 not in taken:
                 around.append(f"{tokens[i - 1]} {tokens[i]}")
             if i + 1 < len(tokens) and i + 1 not in taken:
@@ -291,6 +294,24 @@ class QuestionCues:
                 self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)
             ]
 
+    def kind_relevance(self, k: int, kind: Kind) -> float:
+        """How well content word k names the kind of entity `kind` describes: by the words of the relations
+        leading into them, and a schema's type words (or a dotted name's type part) for either end."""
+        token = self.tokens[self.content[k]]
+        best = max((self.relevance[r][k] for r in kind.into if r in self.relevance), default=0.0)
+        # below SUPPORT a similarity is noise: "movies" is no better a word for actors than for anything
+        best = best if best >= SUPPORT else 0.0
+        schema = self.lexicon.schema.relations
+        for relations, end in ((kind.into, "tail"), (kind.out, "head")):
+            for relation in relations:
+                entry = schema.get(relation)
+                if entry is not None and token.startswith(getattr(entry, end) or ("\x00",)):
+                    return CUE
+                domain = relation_name(relation).domain
+                if end == "head" and domain and any(_shares_stem(token, w) for w in domain.split()):
+                    best = max(best, LEXICAL)
+        return best
+
     def salience(self) -> list[float]:
         """Per content word, its relevance to the best relation met so far."""
         return [max((r[k] for r in self.relevance.values()), default=0.0) for k in range(len(self.content))]
@@ -299,6 +320,14 @@ class QuestionCues:
         """(side, distance) of content word k from the entity: left of it first, nearest first."""
         position = self.content[k]
         return (int(position > self.anchor), abs(position - self.anchor))
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What the KG says a chain's end entities are: the relations they are tails of, and heads of."""
+
+    into: frozenset[str] = frozenset()
+    out: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +342,7 @@ class Explanation:
 
 
 def explain(
-    pattern: Pattern, cues: QuestionCues, salience: list[float] | None = None, kind: Collection[str] | None = None
+    pattern: Pattern, cues: QuestionCues, salience: list[float] | None = None, kind: Kind | None = None
 ) -> Explanation:
     """`kind`: the relations whose tails the chain's end entities are (what the KG says those entities are:
     clubs are what `plays_in_club` leads to). The word naming the answer type ("which [club]") is explained
@@ -327,11 +356,9 @@ def explain(
     for k in range(len(cues.content)):
         scores = [cues.relevance[r][k] for r in relations]
         if k == target:
-            into = relations[-1] in kind  # type: ignore[operator]
+            into = relations[-1] in kind.into  # type: ignore[union-attr]
             scores = [0.0] * (len(scores) - 1) + [scores[-1] if into else 0.0]
-            typed = max((cues.relevance[r][k] for r in kind if r in cues.relevance), default=0.0)  # type: ignore[union-attr]
-            # below SUPPORT a similarity is noise: "movies" is no better a word for actors than for anything
-            typed = typed if typed >= SUPPORT else 0.0
+            typed = cues.kind_relevance(k, kind)  # type: ignore[arg-type]
             scores[-1] = scores[-1] if scores[-1] >= SUPPORT else 0.0
             best = len(scores) - 1
             explained += max(typed, scores[best])
@@ -367,8 +394,8 @@ def explain(
 
 
 def answer_shape_score(pattern: Pattern, cues: QuestionCues, reach_names: Sequence[str]) -> float:
-    """Whether the chain ends on what the question asks for: its end entities' value shape (a year for
-    "when", a number for "how many", a name otherwise) and the word naming the answer type."""
+    """Whether the chain ends on the value shape the question asks for: a year or date for "when", a
+    number for "how many", a name otherwise."""
     score = 0.0
     if reach_names:
         shapes = Counter(value_shape(name) for name in reach_names)
@@ -379,12 +406,6 @@ def answer_shape_score(pattern: Pattern, cues: QuestionCues, reach_names: Sequen
             score += 0.5 if shape == "number" else -1.0
         elif shape in ("year", "date", "number"):
             score -= 0.5  # "who", "which club": a name is asked for
-    last, forward = pattern[-1]
-    if cues.target is not None:
-        entry = cues.lexicon.schema.relations.get(last)
-        type_words = (entry.tail if forward else entry.head) if entry is not None else ()
-        if type_words and cues.tokens[cues.target].startswith(type_words):
-            score += 0.5
     return score
 
 
@@ -394,7 +415,7 @@ def score_pattern(
     reach_names: Sequence[str] = (),
     salience: list[float] | None = None,
     partial: bool = False,
-    kind: Collection[str] | None = None,
+    kind: Kind | None = None,
 ) -> float:
     """Higher is better. `partial` scores a chain still growing: what it does not explain yet costs nothing."""
     found = explain(pattern, cues, None if partial else (salience if salience is not None else cues.salience()), kind)
@@ -492,17 +513,20 @@ def rank_chains(
     sampled = sorted({i for ids in sample.values() for i in ids})
     names = {e.id: e.name for e in store.get_entities(sampled)}
     into: dict[str, set[str]] = {}  # entity -> relations it is the tail of
+    out: dict[str, set[str]] = {}  # ... and the head of
     # a few end entities per chain say what kind they are (one small edge query: few ids plan fast)
     for edge in store.edges(sorted({i for ids in sample.values() for i in ids[:KIND_SAMPLE]})):
-        if not edge.forward:
-            into.setdefault(edge.origin_id, set()).add(edge.type)
+        (out if edge.forward else into).setdefault(edge.origin_id, set()).add(edge.type)
     cues.add({r for kinds in into.values() for r in kinds})
     salience = cues.salience()
     scored = []
     for p, reach in rough:
         passes = reach & set(exclude)
         reach = reach - passes
-        kind = {r for i in sample[p][:KIND_SAMPLE] for r in into.get(i, ())}
+        ends = sample[p][:KIND_SAMPLE]
+        kind = Kind(
+            frozenset(r for i in ends for r in into.get(i, ())), frozenset(r for i in ends for r in out.get(i, ()))
+        )
         shown = [names[i] for i in sample[p] if i in names]
         scored.append(ScoredPattern(p, score_pattern(p, cues, shown, salience, kind=kind), reach, frozenset(passes)))
     return sorted(scored, key=lambda s: (-s.score, len(s.pattern))), cues
