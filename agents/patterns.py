@@ -47,6 +47,7 @@ QUANTITY_WORDS = frozenset(["many", "much", "number", "old", "age", "count", "am
 # 0.25-0.45; related ones at 0.55-0.85. Relevance maps [FLOOR, CEIL] onto [0, 1]. A hop needs a word of
 # relevance at least SUPPORT to count as asked for.
 FLOOR, CEIL, SUPPORT = 0.35, 0.8, 0.3
+TARGET_SUPPORT = 0.5  # the answer-type word ("which [genres]") must name a hop this plainly to ask for it
 LEXICAL, CUE = 0.9, 1.0  # a shared stem with the relation's own words; a schema cue
 KIND_SAMPLE = 3  # end entities per chain whose incoming relations say what kind of thing the chain reaches
 
@@ -231,6 +232,7 @@ class QuestionCues:
     relevance: dict[str, list[float]] = field(default_factory=dict)  # relation -> per content word
     return_near: set[int] = field(default_factory=set)  # content positions beside a return word
     _vectors: list[np.ndarray] = field(default_factory=list)
+    _baseline: list[float] | None = None
 
     @classmethod
     def of(cls, question: str, mention: str, lexicon: RelationLexicon, others: Sequence[str] = ()) -> QuestionCues:
@@ -289,10 +291,17 @@ class QuestionCues:
         """Relevance of every content word to relations not looked at yet."""
         new = sorted(relations - set(self.relevance))
         self.lexicon.prepare(new)
-        for relation in new:
-            self.relevance[relation] = [
-                self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)
-            ]
+        raw = {
+            relation: [self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)]
+            for relation in new
+        }
+        if self._baseline is None and raw:
+            # A word names a relation only as far as it names it more than it names relations at large: "movies"
+            # is about as near every film relation, "club" near one. The median over the graph's relations is
+            # that common level (the first call adds them all: see `rank_chains`).
+            self._baseline = [float(np.median([r[k] for r in raw.values()])) if len(raw) > 2 else 0.0 for k in range(len(self.content))]
+        for relation, scores in raw.items():
+            self.relevance[relation] = [max(0.0, v - b) for v, b in zip(scores, self._baseline or [], strict=True)]
 
     def kind_relevance(self, k: int, kind: Kind) -> float:
         """How well content word k names the kind of entity `kind` describes: by the words of the relations
@@ -364,7 +373,11 @@ def explain(
             explained += max(typed, scores[best])
             if salience is not None:
                 unexplained += max(0.0, salience[k] - max(typed, scores[best]))
-            if scores[best] >= SUPPORT:
+            # A noun naming the answer type asks for a hop of its own only when it plainly names it ("what
+            # genres"): "which movies share ..." also restates the kind of the entity asked about. A wh-word
+            # ("where") has no other role than asking for the answer's kind.
+            needed = SUPPORT if cues.tokens[cues.target] in WH_WORDS else TARGET_SUPPORT  # type: ignore[index]
+            if scores[best] >= needed:
                 phrases.setdefault(relations[best], []).append(k)
             continue
         best = max(range(len(scores)), key=lambda j: scores[j])
