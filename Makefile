@@ -15,7 +15,7 @@ CYPHER_LINT := tests/cypher_lint/node_modules/.package-lock.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-all lint bench bench-qwen bench-load clean browser
+.PHONY: install demo test test-all lint bench bench-qwen bench-load bench-graph clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,14 @@ bench-qwen: install
 # 32 clients for 60 s against /ask on the MetaQA KG (a server of its own on a free port).
 bench-load: install
 	$(BIN)/python bench/load.py
+
+# The graph route on two KGs (issue 11): WorldCup2014 (no schema, unbracketed) and MetaQA without a schema and
+# brackets, then MetaQA as shipped (schema, brackets); first 500 answerable questions each. Data dirs in /tmp.
+EVAL := bench/results/eval
+bench-graph: install
+	for k in 1hop 2hop conj; do $(BIN)/trellis eval wc2014-$$k --limit 500 --out $(EVAL)/wc2014-$$k --data-dir /tmp/trellis-wc2014; done
+	for k in 1hop 2hop 3hop; do $(BIN)/trellis eval metaqa-$$k --limit 500 --plain --no-schema --out $(EVAL)/metaqa-$$k-plain-noschema --data-dir /tmp/trellis-metaqa-noschema; done
+	for k in 1hop 2hop 3hop; do $(BIN)/trellis eval metaqa-$$k --limit 500 --out $(EVAL)/metaqa-$$k --data-dir /tmp/trellis-metaqa; done
 
 clean:
 	rm -rf $(DATA_DIR) .pytest_cache .ruff_cache

@@ -292,14 +292,19 @@ class QuestionCues:
         new = sorted(relations - set(self.relevance))
         self.lexicon.prepare(new)
         raw = {
-            relation: [self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)]
+            relation: [
+                self.lexicon.relevance(self.tokens[i], self._vectors[k], relation) for k, i in enumerate(self.content)
+            ]
             for relation in new
         }
         if self._baseline is None and raw:
             # A word names a relation only as far as it names it more than it names relations at large: "movies"
             # is about as near every film relation, "club" near one. The median over the graph's relations is
             # that common level (the first call adds them all: see `rank_chains`).
-            self._baseline = [float(np.median([r[k] for r in raw.values()])) if len(raw) > 2 else 0.0 for k in range(len(self.content))]
+            self._baseline = [
+                float(np.median([r[k] for r in raw.values()])) if len(raw) > 2 else 0.0
+                for k in range(len(self.content))
+            ]
         for relation, scores in raw.items():
             self.relevance[relation] = [max(0.0, v - b) for v, b in zip(scores, self._baseline or [], strict=True)]
 

@@ -21,6 +21,7 @@ MAX_NGRAM = 8
 VECTOR_LINK_MIN = 0.75  # cosine of question span and entity name for a link by the name index
 FUZZY_LINK_MIN = 88.0  # rapidfuzz token-sort ratio for a misspelt name ("Joel Zwik")
 MAX_CANDIDATES = 4
+FUZZY_SPANS = 8  # longest spans tried when no name matches exactly (each is a scan of every name)
 
 
 def link_entities(resources: Resources, question: str, limit: int = MAX_CANDIDATES) -> list[LinkedEntity]:
@@ -112,23 +113,22 @@ def _spans_linked(resources: Resources, question: str) -> list[LinkedEntity]:
 
 
 def _fuzzy_linked(resources: Resources, question: str) -> list[LinkedEntity]:
-    """Misspelt names: the longest runs of non-function words, fuzzily against every name."""
+    """Misspelt names: the longest spans of non-function words (up to four), fuzzily against every name."""
     runs: list[list[str]] = [[]]
     for key, typed in _question_words(question):
         if key in STOPWORDS or key in WH_WORDS:
             runs.append([])
         elif not runs[-1] or runs[-1][-1] != typed:
             runs[-1].append(typed)
+    spans = {" ".join(run[i : i + n]) for run in runs for n in range(1, 5) for i in range(len(run) - n + 1)}
     linked: list[LinkedEntity] = []
-    for run in sorted((r for r in runs if r), key=len, reverse=True)[:3]:
-        text = " ".join(run)
-        if len(text) < 4:
-            continue
+    for text in sorted((t for t in spans if len(t) >= 4), key=len, reverse=True)[:FUZZY_SPANS]:
         for entity in resources.store.find_entities(text, "fuzzy", limit=1):
             score = fuzz.token_sort_ratio(normalised_key(text), entity.key)
             if score >= FUZZY_LINK_MIN:
                 linked.append(_linked(entity.id, entity.name, text, "fuzzy", score / 100))
-    return _with_store_names(resources, linked)
+    linked.sort(key=lambda e: -e["score"])
+    return _with_store_names(resources, linked)[:1]
 
 
 def _with_store_names(resources: Resources, linked: list[LinkedEntity]) -> list[LinkedEntity]:

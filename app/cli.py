@@ -271,6 +271,40 @@ def _print_answer(result: dict) -> None:
         out.print(f"  cite: {citation['title'] or citation['doc_id']} ({citation['chunk_id']}{page})", highlight=False)
 
 
+schema_app = typer.Typer(help="Relation schemas: cue words and types per relation (optional; drafted from the data).")
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("suggest")
+def schema_suggest(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the draft here (default: print it).")
+    ] = None,
+    sample: Annotated[int, typer.Option(help="Relations read per type to profile its ends.")] = 200,
+    data_dir: DataDir = None,
+) -> None:
+    """Draft a relation schema from the loaded graph: words, head and tail types, examples. Edit it, then load
+    it with `trellis ingest-triples FILE --schema DRAFT` (or copy it to <data_dir>/relation_schema.json)."""
+    from app.service import write_atomically
+    from graph.relations import draft_schema, profile_relations
+
+    settings = _settings(data_dir)
+    try:
+        store = open_store(settings, read_only=True)
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+    with store:
+        profiles = profile_relations(store, sample=sample)
+    if not profiles:
+        raise _fail(f"{settings.data_dir}: the graph has no relations to describe")
+    text = json.dumps(draft_schema(profiles), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        out.print(text, highlight=False, markup=False, end="")
+    else:
+        write_atomically(output, text.encode("utf-8"))
+        err.print(f"{len(profiles)} relations described in {output}")
+
+
 @app.command("ask")
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question.")],

@@ -117,3 +117,45 @@ def profile_relations(store: GraphStore, sample: int = 200, keep: int = 5) -> di
                 examples.append((head_name, tail_name))
         profiles[relation] = RelationProfile(relation, relation_name(relation), count, head, tail, examples)
     return profiles
+
+
+_SHAPE_LABEL = {"year": "a year", "date": "a date", "number": "a number", "name": ""}
+_SHAPE_WORDS = {"year": ["when", "year"], "date": ["when", "date"], "number": ["how many", "number"]}
+
+
+def draft_schema(profiles: dict[str, RelationProfile]) -> dict[str, object]:
+    """A relation schema drafted from the data, for a user to read and edit (the format `RelationSchema.load`
+    reads): per relation its name's words as cues, type words for each end (the entity type, a dotted
+    name's type part, or the value shape), a description, and what the data showed (count, shapes,
+    examples), which the loader ignores."""
+    schema: dict[str, object] = {
+        "_about": (
+            "Drafted by `trellis schema suggest` from the loaded graph. Edit 'cues' (word stems a question "
+            "uses for the relation), 'head' and 'tail' (words that ask for each end's type), 'description'; "
+            "keys starting with '_' and the fields 'count', 'shapes', 'examples' are ignored on loading."
+        )
+    }
+    for relation, profile in sorted(profiles.items()):
+        name = profile.name
+        cues = [w for w in name.words.split() if len(w) > 2 and w not in ("has", "the", "and", "for")]
+        head, tail = (profile.tail, profile.head) if name.inverse else (profile.head, profile.tail)
+        schema[relation] = {
+            "cues": cues or [name.words],
+            "head": _end_words(head, name.domain),
+            "tail": _end_words(tail, ""),
+            "description": " ".join(
+                w for w in (head.type or name.domain, name.words, tail.type or _SHAPE_LABEL[tail.shape]) if w
+            ),
+            "count": profile.count,
+            "shapes": {"head": head.shape, "tail": tail.shape},
+            "examples": [list(pair) for pair in profile.examples],
+        }
+    return schema
+
+
+def _end_words(end: EndProfile, domain: str) -> list[str]:
+    words = split_words(end.type) if end.type else []
+    if domain:
+        words += domain.split()
+    words += _SHAPE_WORDS.get(end.shape, [])
+    return list(dict.fromkeys(words))

@@ -1,0 +1,174 @@
+"""The graph route on KGs it has never seen: relation names in several styles, questions that share no word
+with them, names as people type them, constraint questions, many answers, a drafted schema. Small KGs
+built here, loaded through the CLI, answered by the real default model and embedder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agents.graph import ask, build_graph
+from agents.patterns import RelationSchema
+from agents.resources import Resources
+from agents.retrieval import link_entities
+from app.cli import app
+from app.evaluation import answer_set_f1
+from config import Settings
+from graph.relations import relation_name, value_shape
+from tests.test_kg_trie import MODEL_CACHE
+
+# Relation names in snake_case, camelCase, dotted Freebase style, a URI and an inverse suffix; none of them
+# shares a word with the questions asked below.
+FAMILY = """\
+head\trelation\ttail
+Ada Byron\tparents\tLord Byron
+Ada Byron\tpeople.person.spouse\tWilliam King
+Ada Byron\tgender\tfemale
+Lord Byron\tcauseOfDeath\tFever
+Lord Byron\thttp://example.org/ontology/birthPlace\tLondon
+Don Juan\tauthorOf_inverse\tLord Byron
+Pete Docter\tdirected\tUp
+Pete Docter\tdirected\tInside Out
+Pete Docter\tdirected\tSoul
+Up\treleaseYear\t2009
+Inside Out\treleaseYear\t2015
+Soul\treleaseYear\t2020
+Lord Byron\trel_7\tAda Byron
+"""
+
+PLAYERS = """\
+Ana Silva\tplays_position\tMidfielder
+Ana Silva\tplays_in_club\tFC Porto
+Bea Costa\tplays_position\tDefender
+Bea Costa\tplays_in_club\tFC Porto
+Cleo Dias\tplays_position\tMidfielder
+Cleo Dias\tplays_in_club\tSL Benfica
+FC Porto\tis_in_country\tPortugal
+SL Benfica\tis_in_country\tPortugal
+"""
+
+
+def _load(root: Path, name: str, triples: str, schema: dict | None = None) -> Path:
+    data_dir = root / name
+    source = root / f"{name}.tsv"
+    source.write_text(triples, encoding="utf-8")
+    arguments = ["ingest-triples", str(source), "--data-dir", str(data_dir)]
+    if schema is not None:
+        schema_file = root / f"{name}-schema.json"
+        schema_file.write_text(json.dumps(schema), encoding="utf-8")
+        arguments += ["--schema", str(schema_file)]
+    loaded = CliRunner().invoke(app, arguments, env={"TRELLIS_MODEL_CACHE": str(MODEL_CACHE)})
+    assert loaded.exit_code == 0, loaded.output
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    data_dir = _load(tmp_path_factory.mktemp("family"), "family", FAMILY)
+    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+        yield resources, build_graph(resources)
+
+
+@pytest.fixture(scope="module")
+def players(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    data_dir = _load(tmp_path_factory.mktemp("players"), "players", PLAYERS)
+    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+        yield resources, build_graph(resources)
+
+
+def test_relation_names_in_every_common_style_read_as_words() -> None:
+    assert relation_name("directed_by").words == "directed by"
+    assert relation_name("causeOfDeath").words == "cause of death"
+    assert relation_name("hasIMDBRating").words == "has imdb rating"
+    spouse = relation_name("people.person.spouse")
+    assert (spouse.words, spouse.domain, spouse.inverse) == ("spouse", "person", False)
+    assert relation_name("http://example.org/ontology/birthPlace").words == "birth place"
+    assert relation_name("https://schema.org/author#").words == "author"
+    for inverse in ("parents_inverse", "~parents", "parents^-1"):
+        assert relation_name(inverse) == relation_name("parents").__class__("parents", True, "")
+    assert [value_shape(v) for v in ("1999", "2009-05-29", "7.5", "Lord Byron")] == ["year", "date", "number", "name"]
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "relation"),
+    [
+        ("who was the father of ada byron", "Lord Byron", "-parents->"),  # father ~ parents
+        ("who was ada byron's husband?", "William King", "-people.person.spouse->"),  # possessive, dotted
+        ("what was the sex of Ada Byron", "female", "-gender->"),
+        ("what caused the death of lord byron", "Fever", "-causeOfDeath->"),  # camelCase
+        ("where was Lord Byron born", "London", "-http://example.org/ontology/birthPlace->"),  # a URI
+        ("what year was inside out released", "2015", "-releaseYear->"),
+    ],
+)
+def test_phrasings_that_share_no_word_with_the_relation_are_answered_from_the_graph(
+    family, question: str, answer: str, relation: str
+) -> None:
+    resources, agent = family
+    result = ask(agent, question)
+    assert result["source"] == "graph", result["trace"]
+    assert result["answer"] == answer
+    assert relation in result["paths"][0]
+    for head, rel, tail in result["path_details"][0]["triples"]:  # every cited step is a stored relation
+        [entity] = resources.store.find_entities(head)
+        assert any(e.type == rel and e.forward and e.neighbour_name == tail for e in resources.store.edges([entity.id]))
+
+
+def test_an_inverse_relation_is_read_backwards(family) -> None:
+    """`authorOf_inverse` stores (work, author): "who wrote Don Juan" follows it forward to the author."""
+    _, agent = family
+    result = ask(agent, "who wrote Don Juan")
+    assert result["answer"] == "Lord Byron"
+    assert result["paths"][0] == ["Don Juan", "-authorOf_inverse->", "Lord Byron"]
+
+
+def test_many_answers_are_all_listed(family) -> None:
+    _, agent = family
+    result = ask(agent, "which films did pete docter make")
+    assert set(result["answers"]) == {"Up", "Inside Out", "Soul"}
+    assert answer_set_f1(result["answers"], ["Up", "Soul", "Inside Out"]) == 1.0
+
+
+def test_names_are_linked_as_people_type_them(family) -> None:
+    resources, agent = family
+    assert [e["name"] for e in link_entities(resources, "what year was up released")][:1] == ["Up"]  # a common word
+    assert ask(agent, "what year was up released")["answer"] == "2009"
+    assert [e["name"] for e in link_entities(resources, "when was Insde Out released")] == ["Inside Out"]  # misspelt
+    linked = {e["name"] for e in link_entities(resources, "Is LORD BYRON the father of Ada Byron?")}
+    assert linked == {"Lord Byron", "Ada Byron"}  # two names, any case
+
+
+def test_a_schema_adds_cues_the_names_lack(tmp_path: Path) -> None:
+    """`rel_7` says nothing; a user's schema says it is asked for as "heir"."""
+    question = "who is the heir of Lord Byron"
+    plain = _load(tmp_path, "plain", FAMILY)
+    cued = _load(tmp_path, "cued", FAMILY, {"rel_7": {"cues": ["heir"], "tail": ["who"]}})
+    for data_dir, expected in ((plain, False), (cued, True)):
+        with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+            result = ask(build_graph(resources), question)
+            assert (result["paths"][:1] == [["Lord Byron", "-rel_7->", "Ada Byron"]]) is expected, result["paths"]
+
+
+def test_a_constraint_question_answers_the_intersection_and_cites_both_paths(players) -> None:
+    _, agent = players
+    result = ask(agent, "name a player who plays at Midfielder position at the club FC Porto?")
+    assert result["answers"] == ["Ana Silva"]
+    assert sorted(p[0] for p in result["paths"]) == ["FC Porto", "Midfielder"]
+    assert all(p[-1] == "Ana Silva" for p in result["paths"])
+    assert result["trace"]["constrained_by"]["entity"] in {"FC Porto", "Midfielder"}
+
+
+def test_schema_suggest_drafts_a_schema_that_loads(players, tmp_path: Path) -> None:
+    resources, _ = players
+    draft = tmp_path / "draft.json"
+    run = CliRunner().invoke(
+        app, ["schema", "suggest", "-o", str(draft), "--data-dir", str(resources.settings.data_dir)]
+    )
+    assert run.exit_code == 0, run.output
+    raw = json.loads(draft.read_text(encoding="utf-8"))
+    assert set(raw) - {"_about"} == {"plays_position", "plays_in_club", "is_in_country"}
+    assert raw["plays_in_club"]["cues"] == ["plays", "club"] and raw["plays_in_club"]["examples"]
+    assert set(RelationSchema.load(draft).relations) == {"plays_position", "plays_in_club", "is_in_country"}
