@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rapidfuzz import fuzz
 
+from agents.chain_choice import MODEL_WEIGHT, chain_log_probs, model_chooses
 from agents.patterns import QuestionCues, ScoredPattern, joint_score, rank_chains
 from agents.resources import Resources
 from agents.state import Citation, LinkedEntity, PathRecord
@@ -153,6 +154,7 @@ TEMPERATURE = 0.5
 ALTERNATIVES = 4
 PAIRED = 8  # chains of each entity tried together in a constraint reading
 READINGS = 8  # readings the answers' posterior is summed over
+MODEL_CANDIDATES = 5  # readings the language model rescores where it chooses chains
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,8 @@ def graph_candidates(resources: Resources, question: str, entities: list[LinkedE
     readings = sorted(_readings(question, entities, ranked_of), key=lambda r: -r.score)
     if not readings:
         return None
+    if model_chooses(resources.model, settings.chain_scorer):
+        readings = _model_rescored(resources, question, readings)
     best = readings[0]
     weights = [math.exp((r.score - best.score) / TEMPERATURE) for r in readings[:READINGS]]
     mass: dict[str, float] = {}
@@ -278,6 +282,18 @@ def graph_candidates(resources: Resources, question: str, entities: list[LinkedE
     if best.constraint is None:
         candidates.answer_scores = {a: m for a, m in mass.items() if a in {e for c in chains for e in c.reach}}
     return candidates
+
+
+def _model_rescored(resources: Resources, question: str, readings: list[Reading]) -> list[Reading]:
+    """The best entity's top single-chain readings rescored with the model's say (`agents.chain_choice`)."""
+    entity = readings[0].entity
+    mine = [r for r in readings if r.entity is entity and r.constraint is None][:MODEL_CANDIDATES]
+    if len(mine) < 2:
+        return readings
+    scores = chain_log_probs(resources.model, question, entity["mention"], [r.chain.pattern for r in mine])
+    top = max(scores)
+    rescored = {id(r): replace(r, score=r.score + MODEL_WEIGHT * (s - top)) for r, s in zip(mine, scores, strict=True)}
+    return sorted((rescored.get(id(r), r) for r in readings), key=lambda r: -r.score)
 
 
 def constraint_path(resources: Resources, graph: GraphCandidates, answer_id: str) -> Path | None:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
 
     max_hops: int = Field(3, ge=1, le=4, description="Longest relation chain the agent follows from a question.")
     retrieve_k: int = Field(5, ge=1, description="Chunks retrieved for a document question.")
+    chain_scorer: Literal["fast", "model", "auto"] = Field(
+        "auto",
+        description="Who chooses the relation chain: the fast scorer, the language model with it (GCR's "
+        "relation-path step), or auto (the model when it has at least 0.4B parameters).",
+    )
     trie_paths: int = Field(64, ge=1, description="Most graph paths offered to the constrained decoder.")
     closed_book_entropy: float = Field(
         1.0,
