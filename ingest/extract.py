@@ -9,9 +9,15 @@ graph entities is `ingest.resolve`'s job.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import multiprocessing
+import os
 import re
+import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -81,7 +87,12 @@ class SpacyExtractor:
         if background:
             # Started now, before the caller runs torch, and warmed up (the worker loads its own pipeline
             # while the caller loads the embedder). Fork, not spawn: spawn re-runs the caller's main module.
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
+            )
             self._pool.submit(_load_worker_pipeline, model)
 
     def extract(self, chunks: Sequence[Chunk]) -> Extraction:
@@ -103,6 +114,22 @@ class SpacyExtractor:
 
 
 _WORKER_PIPELINES: dict[str, Any] = {}
+PR_SET_PDEATHSIG = 1  # prctl option: the signal the kernel sends this process when its parent dies
+
+
+def _die_with_parent(parent: int) -> None:
+    """The worker ends when the ingesting process does, however it ends (even kill -9): the kernel sends it
+    SIGKILL on Linux, and a watcher thread that sees the parent gone exits it elsewhere (or if the parent
+    died before the signal was set)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the watcher below does it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _load_pipeline(model: str) -> Any:

@@ -111,6 +111,11 @@ def test_killed_document_ingestion_converges(tmp_path: Path) -> None:
         time.sleep(0.05)
     victim.kill()
     victim.wait()
+    # the extraction worker dies with its parent (kill -9 included): nothing still names the data dir
+    deadline = time.monotonic() + 10
+    while _processes_naming(killed) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(killed), "an extraction worker outlived its killed parent"
     states = manifest_states(killed)
     assert 0 < states.get("done", 0) < 60, f"the kill did not land part-way: {states}"
 
@@ -120,3 +125,16 @@ def test_killed_document_ingestion_converges(tmp_path: Path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     assert store_counts(killed) == expected
     assert manifest_states(killed) == {"done": 60}
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """PIDs of processes whose command line names `path` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
