@@ -11,6 +11,7 @@ scorer's with weight `MODEL_WEIGHT`. A small model reads relation words poorly, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,9 +34,13 @@ def chain_text(pattern: Pattern) -> str:
 def model_chooses(model: LanguageModel, setting: str) -> bool:
     if setting == "model":
         return True
-    if setting == "auto":
-        return sum(p.numel() for p in model.model.parameters()) >= AUTO_MIN_PARAMETERS
-    return False
+    return setting == "auto" and _parameters(model) >= AUTO_MIN_PARAMETERS
+
+
+@lru_cache(maxsize=4)
+def _parameters(model: LanguageModel) -> int:
+    """Counted once per model, not per question."""
+    return sum(p.numel() for p in model.model.parameters())
 
 
 def chain_log_probs(model: LanguageModel, question: str, mention: str, patterns: Sequence[Pattern]) -> list[float]:

@@ -411,7 +411,7 @@ def explain(
     return Explanation(explained, unexplained, unsupported, order == sorted(order) and bool(order), returns)
 
 
-def answer_shape_score(pattern: Pattern, cues: QuestionCues, reach_names: Sequence[str]) -> float:
+def answer_shape_score(cues: QuestionCues, reach_names: Sequence[str]) -> float:
     """Whether the chain ends on the value shape the question asks for: a year or date for "when", a
     number for "how many", a name otherwise."""
     score = 0.0
@@ -441,7 +441,7 @@ def score_pattern(
     score = _explanation_score(found, len(pattern))
     if partial:
         return score
-    return score + 0.3 * found.ordered + answer_shape_score(pattern, cues, reach_names)
+    return score + 0.3 * found.ordered + answer_shape_score(cues, reach_names)
 
 
 def _explains_all(pattern: Pattern, cues: QuestionCues) -> bool:
