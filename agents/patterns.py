@@ -49,6 +49,7 @@ QUANTITY_WORDS = frozenset(["many", "much", "number", "old", "age", "count", "am
 FLOOR, CEIL, SUPPORT = 0.35, 0.8, 0.3
 TARGET_SUPPORT = 0.5  # the answer-type word ("which [genres]") must name a hop this plainly to ask for it
 LEXICAL, CUE = 0.9, 1.0  # a shared stem with the relation's own words; a schema cue
+SURPLUS = 0.3  # a word naming one more hop of a relation than the chain takes ("directed ... the director of")
 KIND_SAMPLE = 3  # end entities per chain whose incoming relations say what kind of thing the chain reaches
 
 
@@ -106,8 +107,17 @@ def _is_return_word(token: str) -> bool:
 
 
 def _shares_stem(word: str, other: str) -> bool:
-    """`released` ~ `release`, `directed` ~ `director`, `years` ~ `year`: a common prefix of at least four
-    letters that covers all but the last letter or two of the shorter word."""
+    """`released` ~ `release`, `directed` ~ `director`, `writers` ~ `written`: a common prefix of at least
+    four letters that covers all but the last letter or two of the shorter word (a plural `s` aside). A
+    compound's head counts too (`screenwriter` ~ `written`, `birthplace` ~ `place`): English compounds end
+    on the word they are a kind of. Assumes English words."""
+    if _prefix_stem(word, other):
+        return True
+    return any(_prefix_stem(word[cut:], other) for cut in range(3, len(word) - 3))
+
+
+def _prefix_stem(word: str, other: str) -> bool:
+    word, other = _singular(word), _singular(other)
     shorter = min(len(word), len(other))
     if shorter < 4:
         return word == other
@@ -117,6 +127,10 @@ def _shares_stem(word: str, other: str) -> bool:
             break
         common += 1
     return common >= max(4, shorter - 2)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word
 
 
 class RelationLexicon:
@@ -230,7 +244,8 @@ class QuestionCues:
     target: int | None  # the word naming the answer type ("which [country]"), if any
     lexicon: RelationLexicon
     relevance: dict[str, list[float]] = field(default_factory=dict)  # relation -> per content word
-    return_near: set[int] = field(default_factory=set)  # content positions beside a return word
+    return_near: set[int] = field(default_factory=set)  # content words a return word modifies
+    _returns: list[int] = field(default_factory=list)  # positions of return words
     _vectors: list[np.ndarray] = field(default_factory=list)
     _baseline: list[float] | None = None
 
@@ -282,9 +297,7 @@ class QuestionCues:
         for group in phrases:
             cues._vectors.append(vectors[at : at + len(group)])
             at += len(group)
-        for k, i in enumerate(content):
-            if any(_is_return_word(tokens[j]) for j in range(max(0, i - 3), min(len(tokens), i + 4)) if j not in taken):
-                cues.return_near.add(k)
+        cues._returns = [j for j, t in enumerate(tokens) if j not in taken and _is_return_word(t)]
         return cues
 
     def add(self, relations: set[str]) -> None:
@@ -307,6 +320,19 @@ class QuestionCues:
             ]
         for relation, scores in raw.items():
             self.relevance[relation] = [max(0.0, v - b) for v, b in zip(scores, self._baseline or [], strict=True)]
+        if self._returns and not self.return_near and self.relevance:
+            self._attach_returns()
+
+    def _attach_returns(self) -> None:
+        """Each return word modifies the word within three of it that most plainly names a relation: "films
+        that share [directors] with X", "who [wrote] films together with X" (not "films", which at most
+        restates the kind of thing; nor the wh-word or answer-type noun)."""
+        salience = self.salience()
+        naming = [k for k, i in enumerate(self.content) if salience[k] >= SUPPORT and i != self.target]
+        for j in self._returns:
+            near = [k for k in naming if abs(self.content[k] - j) <= 3]
+            if near:
+                self.return_near.add(max(near, key=lambda k: (salience[k], -abs(self.content[k] - j))))
 
     def kind_relevance(self, k: int, kind: Kind) -> float:
         """How well content word k names the kind of entity `kind` describes: by the words of the relations
@@ -353,6 +379,7 @@ class Explanation:
     unsupported: int  # hops no word asks for
     ordered: bool  # hops met outward in the question's order
     returns: int = 0  # out-and-back turns a return word asks for
+    surplus: int = 0  # words asking for more hops of a relation than the chain takes
 
 
 def explain(
@@ -391,8 +418,8 @@ def explain(
             unexplained += max(0.0, salience[k] - scores[best])
         if scores[best] >= SUPPORT:
             phrases.setdefault(relations[best], []).append(k)
-    unsupported = returns = 0
-    met: list[tuple[int, int]] = []
+    unsupported = returns = surplus = 0
+    pool: dict[str, list[tuple[int, int]]] = {}  # relation -> outward places of the words naming its hops
     for relation, hops in Counter(relations).items():
         places = phrases.get(relation, [])
         # adjacent words name one hop ("release year"), the same word twice names two ("directed ... director")
@@ -403,12 +430,33 @@ def explain(
         ]
         back = min(turns[relation], sum(1 for k in separate if k in cues.return_near))
         unsupported += max(0, hops - len(separate) - back)
+        # the same word (or stem) again names the relation again ("written by the writer of X"); different
+        # words for one relation ("national team ... play for") usually say one hop twice
+        repeats = max((sum(_shares_stem(w, v) for v in words) for w in words), default=0)
+        surplus += max(0, repeats - hops)
         returns += back
-        met += sorted(cues.outward(k) for k in separate)[:hops]
+        pool[relation] = sorted(cues.outward(k) for k in separate)
     if len(relations) == 1 and unsupported:
         unsupported = 0  # a question about an entity asks for at least one hop: a single hop needs no cue word
-    order = [cues.outward(phrases[r][0]) for r in dict.fromkeys(relations) if phrases.get(r)]
-    return Explanation(explained, unexplained, unsupported, order == sorted(order) and bool(order), returns)
+    ordered = _in_order(relations, pool)
+    return Explanation(explained, unexplained, unsupported, ordered, returns, surplus)
+
+
+def _in_order(relations: Sequence[str], pool: dict[str, list[tuple[int, int]]]) -> bool:
+    """Whether each hop can take a word naming it that stands further out from the entity than the previous
+    hop's word ("the films [written] by the [director] of X": directed_by, then written_by). A hop whose
+    relation has no word left (a return word's way back, or a hop nobody asked for) takes none."""
+    last, taken = (-1, -1), False
+    left = {relation: list(places) for relation, places in pool.items()}
+    for relation in relations:
+        places = left.get(relation) or []
+        later = [place for place in places if place > last]
+        if later:
+            last, taken = later[0], True
+            places.remove(later[0])
+        elif places:
+            return False
+    return taken
 
 
 def answer_shape_score(cues: QuestionCues, reach_names: Sequence[str]) -> float:
@@ -444,10 +492,22 @@ def score_pattern(
     return score + 0.3 * found.ordered + answer_shape_score(cues, reach_names)
 
 
+def _future(pattern: Pattern, cues: QuestionCues, left: int) -> float:
+    """What `left` more hops could at best still explain: the largest gaps between a word's salience and its
+    explanation by this chain, one per hop (a beam's estimate of the cost to come, so that a chain whose
+    first hops explain little is not dropped before the hops that would explain the rest)."""
+    if left <= 0:
+        return 0.0
+    relations = {r for r, _ in pattern}
+    gaps = [max(0.0, best - max(cues.relevance[r][k] for r in relations)) for k, best in enumerate(cues.salience())]
+    return sum(sorted(gaps)[-left:])
+
+
 def _explains_all(pattern: Pattern, cues: QuestionCues) -> bool:
     """Every word that names some relation (relevance >= SUPPORT) is explained about as well by this chain,
     and every hop is asked for."""
-    if explain(pattern, cues).unsupported:
+    found = explain(pattern, cues)
+    if found.unsupported or found.surplus:
         return False
     relations = {r for r, _ in pattern}
     for k, best in enumerate(cues.salience()):
@@ -470,7 +530,14 @@ def rank_patterns(*args: object, **kwargs: object) -> list[ScoredPattern]:
 
 
 def _explanation_score(found: Explanation, hops: int) -> float:
-    return found.explained - 0.5 * found.unexplained - 1.0 * found.unsupported - 0.1 * hops + 0.5 * bool(found.returns)
+    return (
+        found.explained
+        - 0.5 * found.unexplained
+        - 1.0 * found.unsupported
+        - SURPLUS * found.surplus
+        - 0.1 * hops
+        + 0.5 * bool(found.returns)
+    )
 
 
 def joint_score(primary: ScoredPattern, constraint: Pattern, cues: QuestionCues) -> float:
@@ -519,7 +586,8 @@ def rank_chains(
         if exclude:
             grown = [(p, reach) for p, reach in grown if reach - set(exclude)]
         cues.add({pattern[-1][0] for pattern, _ in grown})
-        grown.sort(key=lambda item: -score_pattern(item[0], cues, partial=True))
+        left = max_hops - _hop - 1
+        grown.sort(key=lambda item: -score_pattern(item[0], cues, partial=True) - _future(item[0], cues, left))
         found += grown
         frontier = dict(grown[:beam])
         if not cues.return_near and any(_explains_all(p, cues) for p, _ in grown[:beam]):

@@ -18,6 +18,7 @@ from graph.paths import Path, pattern_paths
 
 _BRACKETED = re.compile(r"\[([^\]]+)\]")
 _TYPED_WORD = re.compile(r"\w+(?:['\u2019.&-]\w+)*(?:['\u2019]s?)?")
+_POSSESSIVE = re.compile(r"['\u2019]s?$")
 MAX_NGRAM = 8
 VECTOR_LINK_MIN = 0.75  # cosine of question span and entity name for a link by the name index
 FUZZY_LINK_MIN = 88.0  # rapidfuzz token-sort ratio for a misspelt name ("Joel Zwik")
@@ -58,13 +59,27 @@ def link_entities(resources: Resources, question: str, limit: int = MAX_CANDIDAT
     return linked[:limit]
 
 
-def _question_words(question: str) -> list[tuple[str, str]]:
-    """(normalised key word, the word as typed) for each word of the question, possessive endings dropped."""
-    pairs = []
-    for word in _TYPED_WORD.findall(question):
-        for part in normalised_key(re.sub(r"['\u2019]s?$", "", word)).split():
-            pairs.append((part, word))
-    return pairs
+def _question_words(question: str) -> list[tuple[str, str, int]]:
+    """(normalised key word, the word as typed, the typed word's position) for each word of the question,
+    possessive endings dropped."""
+    triples = []
+    for at, word in enumerate(_TYPED_WORD.findall(question)):
+        for part in normalised_key(_POSSESSIVE.sub("", word)).split():
+            triples.append((part, word, at))
+    return triples
+
+
+def _span_keys(triples: list[tuple[str, str, int]], start: int, stop: int) -> list[str]:
+    """Keys a span of key words may be a name by: possessives dropped ("denmark's father" -> "denmark"), and,
+    where a word before the last is possessive, kept as typed inside the name ("Some Mother's Son")."""
+    keys = [" ".join(k for k, _, _ in triples[start:stop])]
+    first, last = triples[start][2], triples[stop - 1][2]
+    whole = start == 0 or triples[start - 1][2] != first
+    inner = list(dict.fromkeys((at, typed) for _, typed, at in triples[start:stop] if at != last))
+    if whole and any(_POSSESSIVE.search(typed) for _, typed in inner):
+        tail = [k for k, _, at in triples[start:stop] if at == last]
+        keys.append(" ".join([normalised_key(typed) for _, typed in inner] + tail))
+    return keys
 
 
 def _prior(typed: list[str], all_lower: bool) -> float:
@@ -81,7 +96,7 @@ def _prior(typed: list[str], all_lower: bool) -> float:
 def _spans_linked(resources: Resources, question: str) -> list[LinkedEntity]:
     index = resources.name_index
     pairs = _question_words(question)
-    keys = [k for k, _ in pairs]
+    keys = [k for k, _, _ in pairs]
     all_lower = question[1:] == question[1:].lower()  # the first letter is capitalised by habit, not as a name
     spans: list[tuple[float, int, int, dict[str, str]]] = []
     for size in range(min(MAX_NGRAM, index.longest, len(keys)), 0, -1):
@@ -89,9 +104,11 @@ def _spans_linked(resources: Resources, question: str) -> list[LinkedEntity]:
             span = keys[start : start + size]
             if all(w in STOPWORDS or w in WH_WORDS for w in span):
                 continue
-            found = index.get(" ".join(span))
+            found = {}
+            for key in _span_keys(pairs, start, start + size):
+                found |= index.get(key) or {}
             if found:
-                typed = list(dict.fromkeys(w for _, w in pairs[start : start + size]))
+                typed = [w for _, w in dict.fromkeys((at, w) for _, w, at in pairs[start : start + size])]
                 spans.append((_prior(typed, all_lower), start, start + size, found))
     taken = [False] * len(keys)
     linked: list[LinkedEntity] = []
@@ -99,7 +116,7 @@ def _spans_linked(resources: Resources, question: str) -> list[LinkedEntity]:
         if any(taken[start:stop]):
             continue
         taken[start:stop] = [True] * (stop - start)
-        mention = " ".join(dict.fromkeys(w for _, w in pairs[start:stop]))
+        mention = " ".join(w for _, w in dict.fromkeys((at, w) for _, w, at in pairs[start:stop]))
         # one key may name several entities (`Wolves` the film, `wolves` the tag): the one written as typed first
         ranked = sorted(found.items(), key=lambda item: (item[1] not in question, item[1]))
         for entity_id, name in ranked[:2]:
@@ -116,7 +133,7 @@ def _spans_linked(resources: Resources, question: str) -> list[LinkedEntity]:
 def _fuzzy_linked(resources: Resources, question: str) -> list[LinkedEntity]:
     """Misspelt names: the longest spans of non-function words (up to four), fuzzily against every name."""
     runs: list[list[str]] = [[]]
-    for key, typed in _question_words(question):
+    for key, typed, _ in _question_words(question):
         if key in STOPWORDS or key in WH_WORDS:
             runs.append([])
         elif not runs[-1] or runs[-1][-1] != typed:

@@ -172,3 +172,55 @@ def test_schema_suggest_drafts_a_schema_that_loads(players, tmp_path: Path) -> N
     assert set(raw) - {"_about"} == {"plays_position", "plays_in_club", "is_in_country"}
     assert raw["plays_in_club"]["cues"] == ["plays", "club"] and raw["plays_in_club"]["examples"]
     assert set(RelationSchema.load(draft).relations) == {"plays_position", "plays_in_club", "is_in_country"}
+
+
+FILMS = """\
+Some Mother's Son\twritten_by\tTerry George
+Some Mother's Son\tdirected_by\tJim Sheridan
+Some Mother's Son\tstarred_actors\tHelen Mirren
+Hotel Rwanda\twritten_by\tTerry George
+Hotel Rwanda\twritten_by\tKeir Pearson
+Hotel Rwanda\tdirected_by\tAnna Reid
+Hotel Rwanda\tstarred_actors\tDon Cheadle
+"""
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    data_dir = _load(tmp_path_factory.mktemp("films"), "films", FILMS)
+    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+        yield resources, build_graph(resources)
+
+
+def test_a_possessive_inside_a_name_is_part_of_it(films) -> None:
+    resources, _ = films
+    assert [e["name"] for e in link_entities(resources, "who starred in some mother's son")][:1] == [
+        "Some Mother's Son"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("question", "answers", "relations"),
+    [
+        # a compound ("screenwriter" ~ written_by) and a return word asking for a hop out and back
+        (
+            "which films share the screenwriter with Some Mother's Son",
+            {"Hotel Rwanda"},
+            ["-written_by->", "<-written_by-"],
+        ),
+        # "together" modifies the verb that names a relation, not the nearest word
+        ("who wrote films together with Keir Pearson", {"Terry George"}, ["<-written_by-", "-written_by->"]),
+        # the same stem twice ("written ... screenwriter") asks for two hops of one relation
+        (
+            "who directed the films written by the screenwriter of Some Mother's Son",
+            {"Anna Reid"},  # the other film's director: a path does not come back through the entity asked about
+            ["-written_by->", "<-written_by-", "-directed_by->"],
+        ),
+    ],
+)
+def test_chains_that_turn_back_or_repeat_a_relation(films, question: str, answers: set, relations: list) -> None:
+    _, agent = films
+    result = ask(agent, question)
+    assert result["source"] == "graph", result["trace"]
+    assert set(result["answers"]) == answers
+    assert result["paths"][0][1::2] == relations
