@@ -34,11 +34,11 @@ def chain_text(pattern: Pattern) -> str:
 def model_chooses(model: LanguageModel, setting: str) -> bool:
     if setting == "model":
         return True
-    return setting == "auto" and _parameters(model) >= AUTO_MIN_PARAMETERS
+    return setting == "auto" and model_parameters(model) >= AUTO_MIN_PARAMETERS
 
 
 @lru_cache(maxsize=4)
-def _parameters(model: LanguageModel) -> int:
+def model_parameters(model: LanguageModel) -> int:
     """Counted once per model, not per question."""
     return sum(p.numel() for p in model.model.parameters())
 

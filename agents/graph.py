@@ -16,15 +16,16 @@ from typing import Any
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
+from agents.documents import answer_from_evidence, evidence_trace, gather_evidence, span_confidence
+from agents.evidence import numbered
 from agents.generation import (
     closed_book_answer,
     closed_book_entropy,
-    document_answer,
     graph_answer,
     probability,
 )
 from agents.resources import Resources
-from agents.retrieval import constraint_path, graph_candidates, link_entities, path_record, retrieve_chunks
+from agents.retrieval import constraint_path, graph_candidates, link_entities, path_record
 from agents.state import AgentState, Turn
 
 MAX_ROUNDS = 2
@@ -109,10 +110,12 @@ def retrieve(resources: Resources, state: AgentState) -> dict[str, Any]:
         paths = [path_record(p, graph.patterns[0].score) for p in graph.paths]
         update: dict[str, Any] = {"paths": paths}
     elif state["route"] == "documents":
+        # a free-text answer found unsupported comes back here: the next try reads more chunks
         k = resources.settings.retrieve_k * (1 + state.get("rounds", 0))
-        found = retrieve_chunks(resources, state["question"], state.get("entities", []), k)
-        update = {"chunks": [c for c, _ in found], "context": "\n\n".join(text for _, text in found)}
-        update["_passages"] = [text for _, text in found]
+        gathered = gather_evidence(resources, state["question"], state.get("entities", []), k)
+        chunks = list({s.citation["chunk_id"]: s.citation for s in gathered.sentences}.values())
+        update = {"chunks": chunks, "context": numbered(gathered.sentences), "_evidence": gathered}
+        trace["retrieval"] = evidence_trace(resources, gathered)
     else:
         update = {}
     trace["retrieve_s"] = round(time.perf_counter() - started, 4)
@@ -176,35 +179,50 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
                 "path_log_prob": round(chosen.log_prob, 4),
             }
     elif state["route"] == "documents":
-        passages = state.get("_passages") or []  # type: ignore[typeddict-item]
+        gathered = state.get("_evidence")  # type: ignore[typeddict-item]
         decision = state.get("arbitration") or {}
-        answer = document_answer(
+        drawn = answer_from_evidence(
             resources,
             state["question"],
-            passages,
+            gathered.sentences if gathered is not None else [],
             decision.get("method", "adacad"),
             decision.get("reliance", 0.0),
+            state.get("instruction"),
             on_text=on_text,
+            bridges=gathered.bridges if gathered is not None else (),
         )
-        steps = answer.trace.steps
-        weights = [s.weight for s in steps]
-        update = {
-            "answer": answer.text,
-            "answers": [answer.text] if answer.text else [],
-            "citations": state.get("chunks", []),
-            "source": "context",
-            "confidence": round(1.0 - (sum(weights) / len(weights) if weights else 0.0), 4),
-            "supported": _supported(answer.text, state.get("context", "")),
-        }
-        trace["arbitration"] = [
-            {
-                "token": resources.model.decode([s.token]),
-                "weight": round(s.weight, 4),
-                "confidence_gain": round(s.confidence_gain, 4),
-                "conflict": s.conflict,
+        if drawn.get("answer"):
+            span = drawn["span"]
+            steps = drawn["arbitration_steps"]
+            weights = [s.weight for s in steps]
+            update = {
+                "answer": drawn["answer"],
+                "answers": [drawn["answer"]],
+                "citations": drawn["citations"],
+                "source": "context",
+                "free_text": drawn["free_text"],
+                "conflict": drawn["conflict"],
+                # a span's share of the candidates' softmax; free text: how little AdaCAD leaned on memory
+                "confidence": span_confidence(span)
+                if span is not None
+                else round(1.0 - (sum(weights) / len(weights) if weights else 0.0), 4),
+                # a span is in its cited sentence by construction; free text is checked against the evidence
+                "supported": span is not None or _supported(drawn["answer"], state.get("context", "")),
             }
-            for s in steps
-        ]
+            if span is not None:
+                trace["answer_candidates"] = [
+                    {"text": c.text, "score": round(c.score, 3), "model": round(c.model, 3), "label": c.label}
+                    for c in span.candidates[:5]
+                ]
+            trace["arbitration"] = [
+                {
+                    "token": resources.model.decode([s.token]),
+                    "weight": round(s.weight, 4),
+                    "confidence_gain": round(s.confidence_gain, 4),
+                    "conflict": s.conflict,
+                }
+                for s in steps
+            ]
     if "answer" not in update:
         text = closed_book_answer(resources, state["question"], on_text=on_text).text
         update = {
@@ -240,13 +258,13 @@ def answer(resources: Resources, state: AgentState) -> dict[str, Any]:
         "citations": state.get("citations", []) if state["route"] == "documents" else [],
         "used_paths": state.get("used_paths", []) if state["route"] == "graph" else [],
         "_graph": None,  # this turn's working data stays out of the conversation's checkpoints
-        "_passages": None,
+        "_evidence": None,
     }
 
 
 class _State(AgentState, total=False):
     _graph: Any  # GraphCandidates of this turn (not checkpointed beyond the run)
-    _passages: list[str]
+    _evidence: Any  # agents.documents.Evidence of this turn
 
 
 def build_graph(resources: Resources, checkpointer: Any = None) -> Any:
@@ -280,6 +298,8 @@ def result_of(state: dict[str, Any]) -> dict[str, Any]:
         "path_details": state.get("used_paths", []),
         "citations": state.get("citations", []),
         "source": state.get("source", "none"),
+        "free_text": state.get("free_text", False),
+        "conflict": state.get("conflict"),
         "confidence": state.get("confidence", 0.0),
         "route": state.get("route"),
         "entities": state.get("entities", []),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agents.patterns import RelationLexicon, RelationSchema
 from config import Settings
@@ -64,6 +64,14 @@ class Resources:
 
         with _LOADING:
             return get_language_model(self.settings.llm_model, self.settings.model_cache_dir, self.settings.device)
+
+    @cached_property
+    def nlp(self) -> Any:
+        """The spaCy pipeline for evidence sentences and answer spans (loaded at the first document question)."""
+        import importlib
+
+        with _LOADING:
+            return importlib.import_module(self.settings.spacy_model).load(exclude=["lemmatizer"])
 
     @cached_property
     def chunk_index(self) -> VectorIndex | None:

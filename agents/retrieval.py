@@ -11,6 +11,7 @@ from rapidfuzz import fuzz
 from agents.chain_choice import MODEL_WEIGHT, chain_log_probs, model_chooses
 from agents.patterns import QuestionCues, ScoredPattern, joint_score, rank_chains
 from agents.resources import Resources
+from agents.spread import fused, spread
 from agents.state import Citation, LinkedEntity, PathRecord
 from agents.text import STOPWORDS, WH_WORDS
 from graph.model import normalised_key
@@ -172,6 +173,8 @@ ALTERNATIVES = 4
 PAIRED = 8  # chains of each entity tried together in a constraint reading
 READINGS = 8  # readings the answers' posterior is summed over
 MODEL_CANDIDATES = 5  # readings the language model rescores where it chooses chains
+VECTOR_POOL = 20  # vector neighbours fused with the graph spread's ranking
+SPREAD_SEED_CHUNKS = 2  # best vector chunks whose entities seed the spread
 
 
 @dataclass(frozen=True)
@@ -334,29 +337,34 @@ def path_record(path: Path, score: float) -> PathRecord:
 def retrieve_chunks(
     resources: Resources, question: str, entities: list[LinkedEntity], k: int, hybrid: bool = True
 ) -> list[tuple[Citation, str]]:
-    """(citation, text) of the FAISS top-k chunks; when `hybrid`, the last place goes to the best chunk one
-    graph hop away.
-
-    The hop: the entities of the question and of the two best chunks lead to the chunks that mention them;
-    a multi-hop question's second passage names the bridge entity rather than the question's words. The
-    most similar of those (by cosine with the question) takes the k-th place.
-    """
+    """(citation, text) of the top-k chunks: FAISS alone, or, when `hybrid`, its ranking fused with the
+    graph spread (`agents.spread`: personalised PageRank from the question's entities and those of the
+    best vector chunks, over the mention graph), so that a multi-hop question's second passage, which names
+    the bridge entity rather than the question's words, can rise into the top k."""
     index = resources.chunk_index
     if index is None or not len(index):
         return []
     query = resources.embedder.embed([question])
-    [by_vector] = index.search(query, k=k)
+    [by_vector] = index.search(query, k=max(k, VECTOR_POOL) if hybrid else k)
     scores = dict(by_vector)
     top = [chunk_id for chunk_id, _ in by_vector]
     if hybrid and k > 1:
         store = resources.store
-        seeds = [e["id"] for e in entities]
-        seeds += [entity for _, entity in store.entities_mentioned(top[:2])]
-        mentioned = {c for _, c in store.chunks_mentioning(seeds, limit=400)} - set(top[: k - 1])
-        scored = index.score(query[0], sorted(mentioned))
-        if scored:
-            top = [*top[: k - 1], scored[0][0]]
-            scores[scored[0][0]] = scored[0][1]
+        seeds = {e["id"]: 1.0 for e in entities}
+        best = top[:SPREAD_SEED_CHUNKS]
+        for chunk_id, entity in store.entities_mentioned(best):
+            seeds.setdefault(entity, max(0.0, scores[chunk_id]))
+        mass = spread(store, seeds)
+        by_graph = sorted(mass, key=lambda chunk_id: -mass[chunk_id])[:VECTOR_POOL]
+        top = fused([top, by_graph])[:k]
+        missing = [chunk_id for chunk_id in top if chunk_id not in scores]
+        scores.update(index.score(query[0], missing))
+        top = [chunk_id for chunk_id in top if chunk_id in scores]
+    return chunk_citations(resources, top[:k], scores)
+
+
+def chunk_citations(resources: Resources, ids: list[str], scores: dict[str, float]) -> list[tuple[Citation, str]]:
+    """(citation, text) of the chunks `ids`, in that order."""
     return [
         (
             {
@@ -368,5 +376,20 @@ def retrieve_chunks(
             },
             chunk.text,
         )
-        for chunk in resources.store.get_chunks(top)
+        for chunk in resources.store.get_chunks(ids)
     ]
+
+
+def chunks_from(
+    resources: Resources, query: str, entity_ids: list[str], seen: set[str], k: int
+) -> list[tuple[Citation, str]]:
+    """The `k` chunks not in `seen` nearest `query`, among its vector neighbours and the chunks that mention
+    the given entities (a later retrieval round, from a bridge entity)."""
+    index = resources.chunk_index
+    if index is None or not len(index):
+        return []
+    vector = resources.embedder.embed([query])
+    [hits] = index.search(vector, k=k + len(seen))
+    pool = {chunk_id for chunk_id, _ in hits} | {c for _, c in resources.store.chunks_mentioning(entity_ids, limit=400)}
+    scored = index.score(vector[0], sorted(pool - seen))[:k]
+    return chunk_citations(resources, [chunk_id for chunk_id, _ in scored], dict(scored))

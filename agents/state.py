@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Route = Literal["graph", "documents", "parametric"]
 Source = Literal["graph", "context", "parameters", "none"]
@@ -29,6 +29,14 @@ class Citation(TypedDict):
     title: str
     page: int
     score: float
+    # a document answer cites evidence sentences: where each stands in its chunk, and where the answer is
+    sentence: NotRequired[str]
+    sentence_start: NotRequired[int]
+    sentence_end: NotRequired[int]
+    evidence: NotRequired[int]  # its number in the evidence the model read
+    answer_here: NotRequired[bool]
+    answer_start: NotRequired[int]
+    answer_end: NotRequired[int]
 
 
 class Turn(TypedDict):
@@ -54,5 +62,7 @@ class AgentState(TypedDict, total=False):
     source: Source
     confidence: float
     supported: bool
+    free_text: bool  # a document answer written freely (an explanation question), not a span of the evidence
+    conflict: dict[str, Any] | None  # the context's answer against the model's own, where they were compared
     rounds: int
     trace: dict[str, Any]

@@ -266,9 +266,24 @@ def _print_answer(result: dict) -> None:
         out.print(f"  also: {more}", highlight=False)
     for path in result["path_details"]:
         out.print(f"  path: {path['text']}", highlight=False)
+    if result.get("free_text"):
+        out.print("  (free text: an explanation written from the evidence, not a span of it)", highlight=False)
+    shown: set[str] = set()
     for citation in result["citations"]:
+        if citation.get("answer_here"):
+            out.print(f'  from: "{citation["sentence"]}"', highlight=False)
+        if citation["chunk_id"] in shown:
+            continue
+        shown.add(citation["chunk_id"])
         page = f", p. {citation['page']}" if citation["page"] else ""
         out.print(f"  cite: {citation['title'] or citation['doc_id']} ({citation['chunk_id']}{page})", highlight=False)
+    conflict = result.get("conflict") or {}
+    if conflict.get("conflict"):
+        out.print(
+            f'  conflict: the model alone says "{conflict["parametric_answer"]}"; '
+            f"chose the {conflict['chosen']} ({conflict['reason']})",
+            highlight=False,
+        )
 
 
 schema_app = typer.Typer(help="Relation schemas: cue words and types per relation (optional; drafted from the data).")
@@ -378,7 +393,9 @@ def batch(
 def eval_command(
     dataset: Annotated[
         str,
-        typer.Argument(help="metaqa-1hop, metaqa-2hop, metaqa-3hop, musique, nqswap, or a JSONL in the batch format."),
+        typer.Argument(
+            help="metaqa-1hop/2hop/3hop, wc2014-1hop/2hop/conj, musique, nqswap, nq-reading, or a batch JSONL."
+        ),
     ],
     limit: Annotated[int, typer.Option(help="Questions to score.")] = 300,
     plain: Annotated[
@@ -419,6 +436,8 @@ def eval_command(
             extra["recall_at_5"] = evaluation.recall_at_5(resources, items)
         elif dataset == "nqswap":
             items = evaluation.nqswap_questions(limit)
+        elif dataset == "nq-reading":
+            items = evaluation.nq_reading_questions(limit)
         else:
             try:
                 items = evaluation.read_questions(Path(dataset))[:limit]
@@ -426,12 +445,19 @@ def eval_command(
                 raise _fail(str(error)) from None
         resources.load_models()  # before the clock starts: latency is measured with the models loaded
         task = progress.add_task(name, total=len(items))
-        if dataset == "nqswap":
-            evaluation.answer_with_given_context(resources, items, answers_path, lambda n: progress.advance(task, n))
+        if dataset in ("nqswap", "nq-reading"):
+            # the fact-level conflict check is NQ-Swap's point; NQ reading measures the reading alone
+            evaluation.answer_with_given_context(
+                resources, items, answers_path, lambda n: progress.advance(task, n), dataset == "nqswap"
+            )
         else:
             evaluation.answer_all(graph, items, answers_path, lambda n: progress.advance(task, n))
         results = evaluation.load_results(answers_path)
         metrics = {"dataset": name, **evaluation.summarise(resources, results), "skipped": skipped, **extra}
+        if dataset in ("nqswap", "nq-reading", "musique"):
+            metrics["spans"] = evaluation.span_check(results)
+        if dataset == "nqswap":
+            metrics["conflict"] = evaluation.conflict_shares(results)
         metrics["peak_rss_mb"] = evaluation.peak_rss_mb()
     evaluation.write_report(out_dir, metrics, results)
     out.print_json(json.dumps(metrics))

@@ -31,6 +31,7 @@ DATASETS = (
     "wc2014-conj",
     "musique",
     "nqswap",
+    "nq-reading",
 )
 
 
@@ -251,37 +252,99 @@ def recall_at_5(resources: Resources, questions: list[Question]) -> dict[str, fl
 def nqswap_questions(limit: int) -> list[Question]:
     items = json.loads((SHARED_DATA / "conflicts" / "nqswap_dev.json").read_text(encoding="utf-8"))[:limit]
     return [
-        Question(str(n), f"{item['question'].strip().rstrip('?')}?", item["answer"], {"context": item["context"]})
+        Question(
+            str(n),
+            f"{item['question'].strip().rstrip('?')}?",
+            item["answer"],
+            {"context": item["context"], "original_answer": item.get("original_answer") or []},
+        )
+        for n, item in enumerate(items, start=1)
+    ]
+
+
+def nq_reading_questions(limit: int) -> list[Question]:
+    """NQ items with their real Wikipedia passage: is the answer read from the passage given?"""
+    items = json.loads((SHARED_DATA / "reading" / "nq_dev.json").read_text(encoding="utf-8"))[:limit]
+    return [
+        Question(str(n), item["question"], item["answer"], {"context": item["context"]})
         for n, item in enumerate(items, start=1)
     ]
 
 
 def answer_with_given_context(
-    resources: Resources, questions: list[Question], out_path: Path, progress: Callable[[int], None] | None = None
+    resources: Resources,
+    questions: list[Question],
+    out_path: Path,
+    progress: Callable[[int], None] | None = None,
+    check_conflict: bool = True,
 ) -> None:
-    """NQ-Swap: each item brings its own (counterfactual) context; answer under AdaCAD from it."""
-    from agents.generation import document_answer
+    """Each item brings its own passage (NQ reading, NQ-Swap's counterfactual one): the document route's
+    evidence selection and answer drawing run on it as on retrieved chunks."""
+    from agents.documents import answer_from_evidence, span_confidence
+    from agents.evidence import select_evidence, split_sentences
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    embed = lambda texts: resources.embedder.embed(texts, batch_size=64)  # noqa: E731
     with out_path.open("a", encoding="utf-8") as out:
         for question in questions:
             started = time.perf_counter()
-            answer = document_answer(resources, question.question, [(question.extra or {})["context"]])
+            citation = {"doc_id": f"item-{question.id}", "chunk_id": f"item-{question.id}#0", "title": "", "page": 0}
+            sentences = split_sentences(resources.nlp, {**citation, "score": 1.0}, 0, (question.extra or {})["context"])
+            evidence = select_evidence(question.question, sentences, embed, [], resources.settings.evidence_sentences)
+            drawn = answer_from_evidence(resources, question.question, evidence, check_conflict=check_conflict)
+            text = drawn.get("answer", "")
             record = {
                 "id": question.id,
                 "question": question.question,
-                "answer": answer.text,
-                "answers": [answer.text],
+                "answer": text,
+                "answers": [text] if text else [],
                 "gold": question.answers,
+                "original_answer": (question.extra or {}).get("original_answer"),
                 "source": "context",
+                "free_text": drawn.get("free_text", False),
+                "conflict": drawn.get("conflict"),
+                "confidence": span_confidence(drawn["span"]) if drawn.get("span") else 0.0,
                 "paths": [],
                 "path_details": [],
-                "citations": [],
+                "citations": drawn.get("citations", []),
                 "trace": {"total_s": round(time.perf_counter() - started, 4)},
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             if progress:
                 progress(1)
+
+
+def span_check(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the short (not free-text) document answers: the share that is a span of the sentence cited for it."""
+    short = [r for r in results if r.get("source") == "context" and r.get("answer") and not r.get("free_text")]
+    inside = 0
+    for result in short:
+        cited = [c for c in result.get("citations", []) if c.get("answer_here")]
+        inside += any(result["answer"] in c.get("sentence", "") for c in cited)
+    return {
+        "short_answers": len(short),
+        "short_answers_in_cited_sentence": round(inside / len(short), 4) if short else None,
+        "free_text_answers": sum(1 for r in results if r.get("free_text")),
+    }
+
+
+def conflict_shares(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """NQ-Swap: answers that follow the (counterfactual) context, answers that fall back on the original
+    fact, and how often the fact-level check flagged a conflict."""
+    scored = [r for r in results if r.get("gold")]
+    with_original = [r for r in scored if r.get("original_answer")]
+    flagged = [r for r in scored if (r.get("conflict") or {}).get("conflict")]
+    return {
+        "context_faithful": round(sum(exact_match(r["answer"], r["gold"]) for r in scored) / len(scored), 4)
+        if scored
+        else None,
+        "original_answer_share": round(
+            sum(exact_match(r["answer"], r["original_answer"]) for r in with_original) / len(with_original), 4
+        )
+        if with_original
+        else None,
+        "conflicts_flagged": round(len(flagged) / len(scored), 4) if scored else None,
+    }
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], results: list[dict[str, Any]]) -> None:

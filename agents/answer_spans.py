@@ -1,0 +1,213 @@
+"""Answers drawn from the evidence (KID: decoding constrained by the retrieved knowledge).
+
+KID (Liu et al. 2022) keeps a small model's answer inside what was retrieved by constraining its decoding to
+the retrieved knowledge. Here the knowledge is the selected evidence sentences, and the answer is one of
+their spans: named entities, noun phrases, dates and numbers (spaCy, the pipeline ingestion uses), typed
+against what the question asks (who, when, where, how many, which). Each candidate, followed by the end of
+the answer, is one sequence of the set the model may write; the model's score of a candidate is its log-
+probability given the numbered evidence and the question, every member of the set scored exactly
+(`lm.scoring`, all candidates in one batch) rather than decoded greedily through a trie of them. The model
+does not decide alone: a candidate also scores by its evidence (the sentence's own score, how near the span
+stands to the question's words) and by whether its type is the one asked for. A span that merely repeats the
+question is no answer.
+
+A question that asks for an explanation (why, how, describe) is answered in free text from the evidence and
+marked so.
+
+Assumptions, named: English questions (the wh-words below), and spaCy's English entity labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.evidence import Sentence, content_words, numbered
+from agents.text import words
+from lm.scoring import continuation_log_probs
+
+MAX_CANDIDATES = 48
+MAX_SPAN_WORDS = 8
+# Weights of the evidence features, set on NQ dev items 501-580 (disjoint from the 500 scored) with the
+# default model; MuSiQue was not used to set them.
+EVIDENCE_WEIGHT = 2.0  # per point of the sentence's evidence score
+NEAR_WEIGHT = 0.2  # a span beside the question's words (falls off with distance in words)
+TYPE_WEIGHT = 2.0  # a span of the type the question asks for
+ECHO_PENALTY = 3.0  # a span made only of the question's words
+
+EXPLANATION = re.compile(r"^\s*(why|how (?:does|do|did|can|could|is|are|was|were|to|should)|describe|explain)\b", re.I)
+_ASKED = [
+    (re.compile(r"\bhow (many|much)\b|\bnumber of\b", re.I), "quantity"),
+    (re.compile(r"\bhow (old|long|far|big|tall|large)\b", re.I), "quantity"),
+    (re.compile(r"\b(when|what year|which year|what date|what time|what century|what decade)\b", re.I), "time"),
+    (re.compile(r"\bwhere\b|\b(what|which) (city|country|place|state|town|region|continent)\b", re.I), "place"),
+    (re.compile(r"\b(who|whom|whose)\b", re.I), "agent"),
+]
+# spaCy's English entity labels by the kind of answer each can be
+LABELS = {
+    "quantity": {"CARDINAL", "QUANTITY", "MONEY", "PERCENT", "ORDINAL"},
+    "time": {"DATE", "TIME"},
+    "place": {"GPE", "LOC", "FAC"},
+    "agent": {"PERSON", "ORG", "NORP", "GPE"},
+}
+_DIGITS = re.compile(r"\d")
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    text: str
+    sentence: int  # index into the evidence
+    start: int  # character offsets within the sentence
+    end: int
+    label: str  # spaCy's entity label, "NOUN" for a noun phrase, "NUM" for a bare number
+    score: float = 0.0
+    model: float = 0.0  # mean log-probability under the trie
+
+
+@dataclass
+class SpanAnswer:
+    text: str
+    candidate: Candidate | None  # None: free text (an explanation question) or no candidate at all
+    candidates: list[Candidate]
+    free_text: bool = False
+
+
+def asked_kind(question: str) -> str | None:
+    """What the question asks for: quantity, time, place, agent (who), or None (a thing: "what", "which")."""
+    for pattern, kind in _ASKED:
+        if pattern.search(question):
+            return kind
+    return None
+
+
+def asks_explanation(question: str) -> bool:
+    return bool(EXPLANATION.match(question)) and asked_kind(question) != "quantity"
+
+
+def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list[Candidate]:
+    """Spans of the evidence that could answer: entities, noun phrases (determiners trimmed), numbers."""
+    asked = set(content_words(question))
+    found: dict[str, Candidate] = {}
+    for number, doc in enumerate(nlp.pipe(s.text for s in evidence)):
+        if evidence[number].heading:
+            continue
+        spans = [(e, e.label_) for e in doc.ents]
+        spans += [(c, "NOUN") for c in doc.noun_chunks]
+        # a number inside a date is part of that date ("May 17, 2016" holds no count of 2016)
+        spans += [(doc[t.i : t.i + 1], t.ent_type_ or "NUM") for t in doc if t.like_num]
+        for span, label in spans:
+            while len(span) and (span[0].is_stop or span[0].is_punct) and not span[0].like_num:
+                span = span[1:]
+            while len(span) and span[-1].is_punct:
+                span = span[:-1]
+            if not len(span) or len(span) > MAX_SPAN_WORDS or all(t.is_stop or t.is_punct for t in span):
+                continue
+            text = span.text
+            key = text.casefold()
+            if key in found and found[key].label != "NOUN":
+                continue  # the first entity reading of a text stands
+            if key in found and label == "NOUN":
+                continue
+            found[key] = Candidate(text, number, span.start_char, span.end_char, label)
+    kept = [c for c in found.values() if not (set(content_words(c.text)) <= asked and content_words(c.text))]
+    return kept or list(found.values())
+
+
+def evidence_features(
+    question: str, candidate: Candidate, evidence: Sequence[Sentence], kind: str | None
+) -> dict[str, float]:
+    """What the evidence says of a candidate: its sentence's score, how near it stands to the question's
+    words (1 beside one, falling with the square root of the distance), how much of it only repeats the
+    question (1: all of it), and whether it has the asked type (`type_fit`)."""
+    sentence = evidence[candidate.sentence]
+    asked = set(content_words(question))
+    before = words(sentence.text[: candidate.start])
+    after = words(sentence.text[candidate.end :])
+    distances = [len(before) - i for i, w in enumerate(before) if w in asked]
+    distances += [i + 1 for i, w in enumerate(after) if w in asked]
+    own = set(content_words(candidate.text))
+    echo = 1.0 if own and own <= asked else (0.5 * len(own & asked) / len(own) if own else 0.0)
+    return {
+        "sentence": sentence.score,
+        "near": 1 / min(distances) ** 0.5 if distances else 0.0,
+        "echo": echo,
+        "type": type_fit(candidate, kind),
+    }
+
+
+def evidence_score(question: str, candidate: Candidate, evidence: Sequence[Sentence], kind: str | None) -> float:
+    """The evidence features, weighted: the sentence's score, nearness, the asked type; echoes lose."""
+    found = evidence_features(question, candidate, evidence, kind)
+    return (
+        EVIDENCE_WEIGHT * found["sentence"]
+        + NEAR_WEIGHT * found["near"]
+        - ECHO_PENALTY * found["echo"]
+        + TYPE_WEIGHT * found["type"]
+    )
+
+
+def type_fit(candidate: Candidate, kind: str | None) -> float:
+    """+1 for a span of the asked kind, -1 for one that cannot be it (a year for "how many", no digit for
+    "when"), -0.5 for another kind of name or a plain noun phrase where a name is asked for."""
+    if kind is None:
+        return 0.0
+    label = candidate.label
+    if label in ("NUM", "CARDINAL") and kind == "time" and _YEAR.search(candidate.text):
+        label = "DATE"  # a bare year
+    elif label == "NUM":
+        label = "CARDINAL"
+    if label in LABELS[kind]:
+        return 1.0
+    if kind in ("quantity", "time") and (
+        not _DIGITS.search(candidate.text) or label in LABELS["time" if kind == "quantity" else "quantity"]
+    ):
+        return -1.0
+    return -0.5
+
+
+def answer_prompt(model: Any, question: str, evidence: Sequence[Sentence]) -> str:
+    return model.chat_prompt(
+        f"Evidence:\n{numbered(list(evidence))}\n\nQuestion: {question}\n"
+        "Answer with a short phrase copied from the evidence."
+    )
+
+
+def choose_span(
+    model: Any,
+    nlp: Any,
+    question: str,
+    evidence: Sequence[Sentence],
+    bridges: Sequence[str] = (),
+    model_weight: float = 1.0,
+) -> SpanAnswer:
+    """The best span of the evidence for the question, by the model over the set of candidates and by the
+    evidence; every candidate's scores are kept for the trace. `bridges`: names earlier rounds followed."""
+    kind = asked_kind(question)
+    candidates = candidates_of(nlp, question, evidence)
+    if not candidates:
+        return SpanAnswer("", None, [])
+    # a bridge the retrieval followed answers the question's first hop, not the question
+    followed = [set(content_words(b)) for b in bridges]
+    priors = {
+        id(c): evidence_score(question, c, evidence, kind)
+        - ECHO_PENALTY * any(set(content_words(c.text)) <= names for names in followed if names)
+        for c in candidates
+    }
+    candidates = sorted(candidates, key=lambda c: -priors[id(c)])[:MAX_CANDIDATES]
+    # every sequence of the candidates' trie, scored whole: with so few, exhaustive search is exact where
+    # greedy decoding through the trie would be approximate, and it yields every candidate's score
+    if model_weight > 0:
+        sequences = [[*model.encode(c.text), model.eos_token_id] for c in candidates]
+        prompt_ids = model.encode(answer_prompt(model, question, evidence))
+        means = [s.mean for s in continuation_log_probs(model, prompt_ids, sequences)]
+    else:  # the model's say weighs nothing (a small model: see `agents.documents.span_model_weight`)
+        means = [0.0] * len(candidates)
+    scored = [
+        Candidate(c.text, c.sentence, c.start, c.end, c.label, model_weight * mean + priors[id(c)], mean)
+        for c, mean in zip(candidates, means, strict=True)
+    ]
+    scored.sort(key=lambda c: -c.score)
+    return SpanAnswer(scored[0].text, scored[0], scored)

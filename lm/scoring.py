@@ -1,0 +1,75 @@
+"""Scoring given continuations of one prompt: the log-probability the model gives each, in one batch.
+
+The prompt is read once (its key/value cache is then repeated for each continuation), so scoring forty
+short candidates costs about one forward pass of their own tokens, not forty prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from lm.model import LanguageModel
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationScore:
+    total: float  # sum of the tokens' log-probabilities (nats)
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.tokens, 1)
+
+
+def continuation_log_probs(
+    model: LanguageModel, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]], batch: int = 64
+) -> list[ContinuationScore]:
+    """log p(continuation | prompt) for each token sequence, teacher-forced."""
+    if not continuations:
+        return []
+    if not prompt_ids:
+        raise ValueError("a prompt of at least one token is needed to score continuations")
+    device = model.device
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.eos_token_id
+    results: list[ContinuationScore] = []
+    with model.lock, torch.inference_mode():
+        prefix = torch.tensor([list(prompt_ids)], device=device)
+        output = model.model(prefix, use_cache=True)
+        first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
+        for at in range(0, len(continuations), batch):
+            group = [list(c) for c in continuations[at : at + batch]]
+            results += _score_group(model, output.past_key_values, first, len(prompt_ids), group, pad, device)
+    return results
+
+
+def _score_group(
+    model: LanguageModel,
+    cache: object,
+    first: torch.Tensor,
+    prompt_length: int,
+    group: list[list[int]],
+    pad: int,
+    device: torch.device | str,
+) -> list[ContinuationScore]:
+    import copy
+
+    width = max(len(c) for c in group)
+    scores = [float(first[c[0]]) if c else 0.0 for c in group]
+    if width > 1:
+        expanded = copy.deepcopy(cache)
+        expanded.batch_repeat_interleave(len(group))  # type: ignore[attr-defined]
+        body = torch.tensor([c[:-1] + [pad] * (width - len(c)) for c in group], device=device)
+        mask = torch.tensor([[1] * prompt_length + [1] * (len(c) - 1) + [0] * (width - len(c)) for c in group])
+        logits = model.model(
+            body, past_key_values=expanded, attention_mask=mask.to(device), use_cache=False
+        ).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        for row, tokens in enumerate(group):
+            for position, token in enumerate(tokens[1:]):
+                scores[row] += float(log_probs[row, position, token])
+    return [ContinuationScore(s, len(c)) for s, c in zip(scores, group, strict=True)]

@@ -1,0 +1,128 @@
+"""Document answers that stand in what they cite: evidence sentences, answers drawn from them, a second
+retrieval round from a bridge entity, a fact-level conflict flagged, explanations marked as free text.
+A small corpus ingested here through the CLI; the real default model, embedder and spaCy pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from agents.answer_spans import Candidate, asked_kind, asks_explanation, type_fit
+from agents.documents import agree
+from agents.evidence import split_sentences
+from agents.graph import ask, build_graph
+from agents.resources import Resources
+from app.cli import app
+from config import Settings
+from tests.test_kg_trie import MODEL_CACHE
+
+PASSAGES = [
+    {
+        "id": "journal",
+        "title": "Journal of Orbital Studies",
+        "text": "The Journal of Orbital Studies is a peer-reviewed journal about satellites and their orbits. "
+        "It is published by the Meridian Society.",
+    },
+    {
+        "id": "society",
+        "title": "Meridian Society",
+        "text": "The Meridian Society is a learned society. It was founded in 1911 by the astronomer Clara Voss. "
+        "The society moved its offices to Lisbon because the city's observatory offered it free rooms.",
+    },
+    {
+        "id": "capital",
+        "title": "France",
+        "text": "France is a country in Western Europe. The capital of France is Lyon, a city on the Rhone.",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    root = tmp_path_factory.mktemp("documents")
+    source = root / "passages.jsonl"
+    source.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES), encoding="utf-8")
+    data_dir = root / "data"
+    loaded = CliRunner().invoke(
+        app, ["ingest", str(source), "--data-dir", str(data_dir)], env={"TRELLIS_MODEL_CACHE": str(MODEL_CACHE)}
+    )
+    assert loaded.exit_code == 0, loaded.output
+    # one chunk per round: a bridge question cannot be answered from the first round alone
+    settings = Settings(data_dir=data_dir, model_cache=MODEL_CACHE, retrieve_k=1)
+    with Resources.open(settings) as resources:
+        yield resources, build_graph(resources)
+
+
+def _answer_sentence(result: dict) -> dict:
+    [cited] = [c for c in result["citations"] if c.get("answer_here")]
+    return cited
+
+
+def test_a_short_answer_is_a_span_of_its_cited_sentence(corpus) -> None:
+    _, agent = corpus
+    result = ask(agent, "Who publishes the Journal of Orbital Studies?")
+    assert result["source"] == "context" and not result["free_text"]
+    assert result["answer"] == "the Meridian Society" or result["answer"] == "Meridian Society"
+    cited = _answer_sentence(result)
+    assert cited["doc_id"] == "journal"
+    assert result["answer"] in cited["sentence"]
+    # the offsets point into the chunk's text: the sentence, and the answer inside it
+    text = PASSAGES[0]["text"]
+    assert text[cited["sentence_start"] : cited["sentence_end"]] == cited["sentence"]
+    assert text[cited["answer_start"] : cited["answer_end"]] == result["answer"]
+    assert result["trace"]["retrieval"]["saved_tokens"] >= 0
+
+
+def test_a_bridge_question_gets_a_second_round(corpus) -> None:
+    _, agent = corpus
+    result = ask(agent, "Who founded the society that publishes the Journal of Orbital Studies?")
+    rounds = result["trace"]["retrieval"]["rounds"]
+    assert len(rounds) == 2, rounds
+    assert "Meridian Society" in rounds[1]["bridge"]
+    assert result["answer"] == "Clara Voss"
+    assert _answer_sentence(result)["doc_id"] == "society"
+
+
+def test_a_planted_conflict_with_what_the_model_knows_is_flagged(corpus) -> None:
+    _, agent = corpus
+    result = ask(agent, "What is the capital of France?")
+    assert result["answer"] == "Lyon"  # the context is preferred over the model's memory
+    conflict = result["conflict"]
+    assert conflict["conflict"] is True, conflict
+    assert "Paris" in conflict["parametric_answer"]
+    assert conflict["chosen"] == "context" and conflict["context_answer"] == "Lyon"
+
+
+def test_an_explanation_question_is_answered_in_free_text_and_marked(corpus) -> None:
+    _, agent = corpus
+    result = ask(agent, "Why did the Meridian Society move its offices to Lisbon?")
+    assert result["source"] == "context"
+    assert result["free_text"] is True
+    assert result["answer"] and result["citations"]
+
+
+def test_sentences_skip_code_fences_and_markup(corpus) -> None:
+    resources, _ = corpus
+    text = "# Install\n\n```bash\npip install x\n```\n<li>It maps sentences to a 384 dimensional space.</li>\n"
+    citation = {"doc_id": "d", "chunk_id": "c", "title": "", "page": 0, "score": 0.0}
+    sentences = split_sentences(resources.nlp, citation, 0, text)
+    assert [s.text for s in sentences] == ["Install", "It maps sentences to a 384 dimensional space."]
+    assert sentences[0].heading and not sentences[1].heading
+    assert text[sentences[1].start : sentences[1].end] == sentences[1].text
+
+
+def test_what_a_question_asks_for() -> None:
+    assert asked_kind("How many dimensions does it map sentences to?") == "quantity"
+    assert asked_kind("When was the society founded?") == "time"
+    assert asked_kind("Who said 'Focus, people'?") == "agent"
+    assert asked_kind("Where is the observatory?") == "place"
+    assert asked_kind("Which journal is it?") is None
+    assert asks_explanation("Why did it move?") and asks_explanation("How does the constraint work?")
+    assert not asks_explanation("How many episodes are there?")
+    year = Candidate("2016", 0, 0, 4, "DATE")
+    assert type_fit(year, "quantity") < 0 < type_fit(year, "time")
+    assert type_fit(Candidate("Clara Voss", 0, 0, 10, "PERSON"), "agent") == 1.0
+    assert agree("the Meridian Society", "Meridian Society") and not agree("Paris", "Lyon")
