@@ -50,7 +50,7 @@ LABELS = {
     "quantity": {"CARDINAL", "QUANTITY", "MONEY", "PERCENT", "ORDINAL"},
     "time": {"DATE", "TIME"},
     "place": {"GPE", "LOC", "FAC"},
-    "agent": {"PERSON", "ORG", "NORP", "GPE"},
+    "agent": {"PERSON", "ORG", "GPE"},  # not NORP: "American" describes who, it does not name them
 }
 _DIGITS = re.compile(r"\d")
 _YEAR = re.compile(r"1\d{3}|20\d{2}")

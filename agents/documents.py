@@ -31,7 +31,7 @@ from lm.scoring import continuation_log_probs
 
 COVERED = 0.75  # share of the question's content words one evidence sentence must hold to need no next round
 CLOSED_BOOK_TOKENS = 12
-LARGE_MODEL_SPAN_WEIGHT = 1.0  # per nat of mean token log-probability, for a model of 0.4B parameters or more
+LARGE_MODEL_SPAN_WEIGHT = 0.5  # per nat of mean token log-probability, for a model of 0.4B parameters or more
 BRIDGE_LABELS = frozenset(["PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "WORK_OF_ART", "EVENT", "PRODUCT", "LAW"])
 
 

