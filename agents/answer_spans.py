@@ -53,6 +53,9 @@ LABELS = {
     "agent": {"PERSON", "ORG", "GPE"},  # not NORP: "American" describes who, it does not name them
 }
 _DIGITS = re.compile(r"\d")
+# brackets, braces, '=', '<', '>' or a dotted identifier ("AutoTokenizer.from_pretrained"): assumes prose
+# answers do not contain them
+_CODE_LIKE = re.compile(r"[()\[\]{}=<>]|\w\.[A-Za-z_]\w*\(|\b\w+_\w+\b")
 _YEAR = re.compile(r"1\d{3}|20\d{2}")
 
 
@@ -106,6 +109,8 @@ def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list
             if not len(span) or len(span) > MAX_SPAN_WORDS or all(t.is_stop or t.is_punct for t in span):
                 continue
             text = span.text
+            if _CODE_LIKE.search(text):
+                continue  # code (a call, an assignment, markup) is no short answer
             key = text.casefold()
             if key in found and found[key].label != "NOUN":
                 continue  # the first entity reading of a text stands

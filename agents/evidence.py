@@ -3,10 +3,10 @@
 Refiner (Li et al. 2024) shows that a small reader answers better from a few extracted, source-tagged
 sentences than from whole passages. Here each retrieved chunk is cut into sentences (spaCy's parser, the
 pipeline ingestion already uses; markdown lines and code fences are cut first, and a fence is never
-evidence); a sentence scores by its cosine with the question plus the share of the question's content
-words (and linked entity names) it contains; the best few are kept, with the sentence before one that
-opens on a pronoun ("He was born in ...": who is "he"?). The model then reads only those, numbered and
-tagged with their source.
+evidence); a sentence scores by its cosine with the question plus the share of the question's content words
+(and linked entity names) it contains; the best few are kept, with the sentence before one that opens on a
+pronoun ("He was born in ...": who is "he"?), and the sentences around a quotation (who said it). The model
+then reads only those, numbered and tagged with their source.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LEXICAL_WEIGHT = 0.5  # share of the question's content words a sentence holds, 
 MIN_SENTENCE_CHARS = 12
 _PRONOUN_START = re.compile(r"^(he|she|it|its|they|their|his|her|this|these|those|that|there)\b", re.I)
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,200}>")
+_QUOTE_START = re.compile(r"^[\"\u201c\u2018']")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MARKUP = re.compile(r"^\s*(#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s*)")
 
@@ -95,10 +96,15 @@ def select_evidence(
     chosen = {(s.citation["chunk_id"], s.number): s for s in best}
     by_place = {(s.citation["chunk_id"], s.number): s for s in scored}
     for sentence in best:
-        if _PRONOUN_START.match(sentence.text) and sentence.number > 0:
-            before = by_place.get((sentence.citation["chunk_id"], sentence.number - 1))
-            if before is not None:
-                chosen.setdefault((before.citation["chunk_id"], before.number), before)
+        # who "he" is, or who speaks a quotation, is told in the sentence before (or, for speech, after):
+        # that neighbour is read with the sentence and counts as much
+        steps = [-1] if _PRONOUN_START.match(sentence.text) else [-1, 1] if _QUOTE_START.match(sentence.text) else []
+        for step in steps:
+            near = by_place.get((sentence.citation["chunk_id"], sentence.number + step))
+            if near is not None:
+                place = (near.citation["chunk_id"], near.number)
+                held = chosen.get(place, near)
+                chosen[place] = _with_score(held, max(held.score, sentence.score))
     return sorted(chosen.values(), key=lambda s: (s.rank, s.number))
 
 
