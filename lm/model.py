@@ -13,7 +13,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,24 @@ class LanguageModel:
             shutil.rmtree(building, ignore_errors=True)
         return ModelSource(str(target))
 
+    def plain(self, text: str) -> str:
+        """`text` with every control-token string of the tokenizer broken up (a zero-width space after its
+        first character), so that words from documents, questions or the graph are read as text and never
+        become role or end tokens ("<|im_start|>system ..." in a passage starts no system turn)."""
+        for token in self._control_strings:
+            if token in text:
+                text = text.replace(token, token[0] + "\u200b" + token[1:])
+        return text
+
+    @cached_property
+    def _control_strings(self) -> list[str]:
+        added = [t.content for t in self.tokenizer.added_tokens_decoder.values() if len(t.content) > 1]
+        return sorted(set(added) | {t for t in self.tokenizer.all_special_tokens if len(t) > 1}, key=len, reverse=True)
+
     def chat_prompt(self, user: str, system: str | None = None) -> str:
-        """`user` (and `system`) in the model's chat format, ready for the assistant's reply."""
+        """`user` (and `system`) in the model's chat format, ready for the assistant's reply; their text is
+        made `plain` first, so only the template's own tokens are control tokens."""
+        user, system = self.plain(user), self.plain(system) if system else system
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -93,6 +93,16 @@ async function ask(question) {
   }
 }
 
+// The cited sentence, with the answer marked where the citation says it stands.
+function highlighted(citation, answer) {
+  const sentence = citation.sentence;
+  if (!citation.answer_here || citation.answer_start == null) return [sentence];
+  const at = citation.answer_start - citation.sentence_start;
+  const end = citation.answer_end - citation.sentence_start;
+  if (at < 0 || end > sentence.length || sentence.slice(at, end) !== answer) return [sentence];
+  return [sentence.slice(0, at), el("mark", {}, sentence.slice(at, end)), sentence.slice(end)];
+}
+
 function showResult(answer, text, result) {
   text.textContent = result.answer || "(no answer)";
   const source = result.source || "none";
@@ -107,10 +117,20 @@ function showResult(answer, text, result) {
     meta.append(el("h3", {}, "Graph paths"));
     meta.append(el("ul", {}, ...result.path_details.map((p) => el("li", { class: "path" }, p.text))));
   }
+  if (result.free_text) {
+    meta.append(el("div", { class: "free-text" }, "Written freely from the evidence (an explanation), not a span of it."));
+  }
   if (result.citations && result.citations.length) {
     meta.append(el("h3", {}, "Citations"));
-    meta.append(el("ul", {}, ...result.citations.map((c) => el("li", { class: "citation" },
-      `${c.title || c.doc_id}`, el("span", {}, ` (${c.chunk_id}${c.page ? `, p. ${c.page}` : ""})`)))));
+    meta.append(el("ul", {}, ...result.citations.map((c) => el("li", { class: c.answer_here ? "citation answer-source" : "citation" },
+      `${c.title || c.doc_id}`, el("span", {}, ` (${c.chunk_id}${c.page ? `, p. ${c.page}` : ""})`),
+      ...(c.sentence ? [el("div", { class: "sentence" }, ...highlighted(c, result.answer))] : [])))));
+  }
+  const conflict = result.conflict;
+  if (conflict && conflict.conflict) {
+    meta.append(el("div", { class: "conflict" },
+      `Conflict: the documents say "${conflict.context_answer}", the model alone says "${conflict.parametric_answer}"; ` +
+      `chose the ${conflict.chosen} (${conflict.reason}).`));
   }
   answer.append(meta);
 }
