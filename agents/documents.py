@@ -77,11 +77,11 @@ def bridge_of(resources: Resources, question: str, evidence: list[Sentence], kno
 
 
 def gather_evidence(
-    resources: Resources, question: str, entities: list[LinkedEntity], k: int, extra_rounds: int | None = None
+    resources: Resources, question: str, entities: list[LinkedEntity], k: int, rounds: int | None = None
 ) -> Evidence:
     """Evidence sentences over at most `settings.retrieval_rounds` rounds, each recorded for the trace."""
     settings = resources.settings
-    rounds = settings.retrieval_rounds if extra_rounds is None else extra_rounds
+    rounds = settings.retrieval_rounds if rounds is None else rounds
     embed = _embed(resources)
     names = [e["name"] for e in entities]
     found = retrieve_chunks(resources, question, entities, k)
