@@ -25,6 +25,7 @@ MENTION_ROWS = 2_000  # mention edges read per expansion step
 def spread(store: GraphStore, seeds: dict[str, float], steps: int = 2) -> dict[str, float]:
     """PageRank mass per chunk id, restarting at `seeds` (entity id -> weight), over mention edges reached
     within `steps` entity->chunk->entity expansions."""
+    seeds = {entity: weight for entity, weight in seeds.items() if weight > 0}
     if not seeds:
         return {}
     graph = nx.Graph()
@@ -49,8 +50,8 @@ def spread(store: GraphStore, seeds: dict[str, float], steps: int = 2) -> dict[s
             weight = 1.0 / graph.degree(node)
             for neighbour in graph[node]:
                 graph[node][neighbour]["weight"] = weight
-    personal = {("e", entity): weight for entity, weight in seeds.items() if ("e", entity) in graph}
-    if not personal:
+    personal = {("e", entity): weight for entity, weight in seeds.items() if weight > 0 and ("e", entity) in graph}
+    if not personal:  # no seed with any weight in the graph: nothing to restart at
         return {}
     mass = nx.pagerank(graph, alpha=DAMPING, personalization=personal)
     return {node[1]: value for node, value in mass.items() if node[0] == "c"}

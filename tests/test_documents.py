@@ -140,3 +140,14 @@ def test_text_never_becomes_control_tokens(corpus) -> None:
     template = model.encode(model.chat_prompt("Context: plain\nQuestion: who built it?"))
     assert ids.count(starts) == template.count(starts) and ids.count(ends) == template.count(ends)
     assert "PWNED" in model.decode(ids)  # the text itself is kept, as text
+
+
+def test_graph_spread_without_weighted_seeds_is_empty(corpus) -> None:
+    """Seeds of no weight (a question unlike every chunk) give no ranking rather than an error."""
+    from agents.spread import fused, spread
+
+    resources, _ = corpus
+    assert spread(resources.store, {}) == {}
+    some = [entity for _, entity in resources.store.entities_mentioned(["journal#0"])]
+    assert spread(resources.store, dict.fromkeys(some, 0.0)) == {}
+    assert fused([["a", "b"], ["b", "c"]])[0] == "b"
