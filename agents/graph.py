@@ -89,6 +89,8 @@ def route(resources: Resources, state: AgentState) -> dict[str, Any]:
         "patterns": [],
         "chunks": [],
         "context": "",
+        "free_text": False,  # a thread's earlier document answer says nothing of this one
+        "conflict": None,
     }
     if decided == "graph" and graph is not None:
         update["patterns"] = [
