@@ -168,9 +168,14 @@ def pattern_paths(
             path.extend(edge)
             for path in frontier
             for edge in by_origin.get(path.end_id, ())
-            # never back to the start, nor straight back along the edge just taken
+            # never back to the start, nor straight back along the edge just taken (the same relation,
+            # reversed, to the entity before); another relation back to it is a different fact
             if edge.neighbour_id != start_id
-            and edge.neighbour_id not in path.entity_ids[-2:-1]
+            and not (
+                edge.neighbour_id in path.entity_ids[-2:-1]
+                and path.relations[-1:] == (relation,)
+                and path.forward[-1:] == (not forward,)
+            )
             and (ends is None or hop < len(pattern) or edge.neighbour_id in ends)
         ][: limit * 20]
     return frontier[:limit]
