@@ -224,3 +224,26 @@ def test_chains_that_turn_back_or_repeat_a_relation(films, question: str, answer
     assert result["source"] == "graph", result["trace"]
     assert set(result["answers"]) == answers
     assert result["paths"][0][1::2] == relations
+
+
+def test_a_path_may_come_back_to_an_entity_by_another_relation(tmp_path: Path) -> None:
+    """The writer of A also directed B, which they wrote: "who directed the films written by the writer of
+    A" ends on the writer again, by `directed_by`, which is no step back along `written_by`."""
+    from graph.paths import pattern_paths
+
+    data_dir = _load(tmp_path, "auteur", "A\twritten_by\tW\nB\twritten_by\tW\nB\tdirected_by\tW\n")
+    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+        [start] = resources.store.find_entities("A")
+        found = pattern_paths(
+            resources.store, start.id, (("written_by", True), ("written_by", False), ("directed_by", True))
+        )
+        assert [p.as_list() for p in found] == [
+            ["A", "-written_by->", "W", "<-written_by-", "B", "-directed_by->", "W"]
+        ]
+        # the same edge straight back is still refused
+        assert (
+            pattern_paths(
+                resources.store, start.id, (("written_by", True), ("written_by", False), ("written_by", True))
+            )
+            == []
+        )
