@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
@@ -211,7 +211,7 @@ def choose_span(
     else:  # the model's say weighs nothing (a small model: see `agents.documents.span_model_weight`)
         means = [0.0] * len(candidates)
     scored = [
-        Candidate(c.text, c.sentence, c.start, c.end, c.label, model_weight * mean + priors[id(c)], mean)
+        replace(c, score=model_weight * mean + priors[id(c)], model=mean)
         for c, mean in zip(candidates, means, strict=True)
     ]
     scored.sort(key=lambda c: -c.score)

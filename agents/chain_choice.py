@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import torch
-
 from graph.paths import Pattern
 from graph.relations import relation_name
+from lm.scoring import continuation_log_probs
 
 if TYPE_CHECKING:
     from lm.model import LanguageModel
@@ -44,25 +43,10 @@ def model_parameters(model: LanguageModel) -> int:
 
 
 def chain_log_probs(model: LanguageModel, question: str, mention: str, patterns: Sequence[Pattern]) -> list[float]:
-    """Mean log-probability of each chain's text after the question, in one batched forward pass."""
+    """Mean log-probability of each chain's text after the question (`lm.scoring`: one batch over the
+    prompt's cached keys and values)."""
     prompt = model.chat_prompt(
         f"Question: {question}\nWhich relations of the knowledge graph lead from {mention} to the answer?"
     )
-    prefix = model.encode(prompt + "Relations: ")
     bodies = [model.encode(chain_text(p)) or [model.eos_token_id] for p in patterns]
-    rows = [prefix + body for body in bodies]
-    width = max(len(r) for r in rows)
-    pad = model.tokenizer.pad_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
-    with model.lock, torch.inference_mode():
-        logits = model.model(input_ids=ids, attention_mask=mask).logits.float()
-    log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-    scores = []
-    for row, body in enumerate(bodies):
-        start = len(prefix) - 1  # the logits at position i predict token i + 1
-        picked = log_probs[row, start : start + len(body)].gather(
-            1, ids[row, len(prefix) : len(prefix) + len(body), None]
-        )
-        scores.append(float(picked.mean()))
-    return scores
+    return [score.mean for score in continuation_log_probs(model, model.encode(prompt + "Relations: "), bodies)]

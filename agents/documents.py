@@ -23,6 +23,7 @@ from typing import Any
 from agents.answer_spans import Candidate, SpanAnswer, asks_explanation, candidates_of, choose_span, evidence_score
 from agents.chain_choice import AUTO_MIN_PARAMETERS, model_parameters
 from agents.evidence import Sentence, content_words, numbered, select_evidence, split_sentences, token_saving
+from agents.generation import closed_book_prompt, document_answer
 from agents.resources import Resources
 from agents.retrieval import chunks_from, retrieve_chunks
 from agents.state import Citation, LinkedEntity
@@ -160,8 +161,6 @@ def conflict_of(
     resources: Resources, question: str, context_answer: str, evidence: list[Sentence], instruction: str | None
 ) -> dict[str, Any]:
     """FaithfulRAG's fact-level check: the closed-book answer against the one drawn from the context."""
-    from agents.generation import closed_book_prompt
-
     model = resources.model
     prompt = model.encode(closed_book_prompt(resources, question))
     parametric = model.greedy(prompt, CLOSED_BOOK_TOKENS).strip()
@@ -200,8 +199,6 @@ def answer_from_evidence(
     bridges: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A span of the evidence (or free text for an explanation question), its citations and the conflict check."""
-    from agents.generation import document_answer
-
     if not evidence:
         return {}
     if asks_explanation(question):

@@ -12,7 +12,7 @@ then reads only those, numbered and tagged with their source.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.state import Citation
@@ -109,16 +109,7 @@ def select_evidence(
 
 
 def _with_score(sentence: Sentence, score: float) -> Sentence:
-    return Sentence(
-        sentence.citation,
-        sentence.rank,
-        sentence.number,
-        sentence.start,
-        sentence.end,
-        sentence.text,
-        sentence.heading,
-        round(score, 4),
-    )
+    return replace(sentence, score=round(score, 4))
 
 
 def numbered(evidence: list[Sentence]) -> str:

@@ -6,6 +6,7 @@ short candidates costs about one forward pass of their own tokens, not forty pro
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,8 +57,6 @@ def _score_group(
     pad: int,
     device: torch.device | str,
 ) -> list[ContinuationScore]:
-    import copy
-
     width = max(len(c) for c in group)
     scores = [float(first[c[0]]) if c else 0.0 for c in group]
     if width > 1:
