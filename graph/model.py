@@ -16,12 +16,14 @@ _PUNCT = re.compile(r"[^\w\s]")
 
 
 def canonical_name(name: str) -> str:
-    """The form an entity's identity is derived from: NFKC, whitespace collapsed, case kept.
+    """The form an entity is stored and identified by: the name as given, less surrounding whitespace.
 
-    Case is kept on purpose: curated graphs such as MetaQA use `Wolves` (a film) and `wolves` (a tag) for
-    different things. Looser matching is the job of `normalised_key` and of lookups, not of identity.
+    Nothing inside the name is rewritten (no Unicode normalisation, no case folding, no collapsing of
+    spaces): `Gen¹³` stays `Gen¹³`, so a cited path can be checked against the user's own file. Case is
+    kept too: curated graphs such as MetaQA use `Wolves` (a film) and `wolves` (a tag) for different
+    things. Looser matching is the job of `normalised_key` and of lookups, not of identity.
     """
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", name)).strip()
+    return name.strip()
 
 
 def normalised_key(name: str) -> str:
