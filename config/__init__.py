@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     vector_index: Literal["flat", "hnsw"] = Field(
         "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
     )
+    max_document_mb: float = Field(
+        20.0, gt=0, description="Largest document file ingested, in MB; a larger one is reported and skipped."
+    )
 
     max_hops: int = Field(3, ge=1, le=4, description="Longest relation chain the agent follows from a question.")
     retrieve_k: int = Field(5, ge=1, description="Chunks retrieved for a document question.")
