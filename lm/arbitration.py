@@ -141,8 +141,7 @@ KVLayers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values)
 
 def _prefill(model: LanguageModel, ids: list[int]) -> tuple[torch.Tensor, KVLayers]:
     """Next-token logits after `ids` and the per-layer (keys, values) of its KV cache."""
-    output = model.model(torch.tensor([ids], device=model.device), use_cache=True)
-    cache = output.past_key_values
+    output, cache = model.forward(torch.tensor([ids], device=model.device), use_cache=True)
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     return output.logits[0, -1], layers
 
@@ -212,9 +211,9 @@ def arbitrated_generate(
             next_ids = torch.tensor([[token], [token]], device=device)
             sequences = torch.cat([sequences, next_ids], dim=1)
             attention = torch.cat([attention, torch.ones((2, 1), dtype=attention.dtype, device=device)], dim=1)
-            output = model.model(
+            output, cache = model.forward(
                 next_ids,
-                past_key_values=cache,
+                cache,
                 # A ready 4-D boolean mask (row, head, query, key) spares transformers building one each step.
                 attention_mask=attention.bool()[:, None, None, :],
                 position_ids=positions + step,

@@ -187,8 +187,8 @@ def constrained_greedy(model: LanguageModel, prompt_ids: Sequence[int], tree: To
                 segment.append(token)
                 pending.append(token)
                 continue
-            output = model.model(torch.tensor([pending], device=model.device), past_key_values=cache, use_cache=True)
-            cache, passes = output.past_key_values, passes + 1
+            output, cache = model.forward(torch.tensor([pending], device=model.device), cache, use_cache=True)
+            passes += 1
             log_probs = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
             allowed = torch.tensor(list(children), device=log_probs.device)
             best = int(torch.argmax(log_probs[allowed]))

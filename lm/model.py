@@ -7,11 +7,14 @@ under the cache directory, which later loads read in well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import inspect
+import io
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -68,10 +71,16 @@ class LanguageModel:
         else:
             source = ModelSource(name)
         extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
-        self.model = AutoModelForCausalLM.from_pretrained(source.path, dtype=self.dtype, **extra).to(self.device)
+        with _quiet_gguf(source):
+            self.tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
+            self.model = AutoModelForCausalLM.from_pretrained(source.path, dtype=self.dtype, **extra).to(self.device)
         self.model.eval()
         self.lock = threading.Lock()
+        # transformers 5 renamed the key/value cache argument `past_key_values` to `cache` (the old name warns);
+        # older releases know only the old one.
+        self._cache_argument = (
+            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        )
         end_of_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         # GGUF metadata can name the wrong end token; the chat format's own end-of-turn is what ends a reply.
         self.eos_token_id = (
@@ -91,8 +100,9 @@ class LanguageModel:
 
         building = cache_dir / f".{target.name}.{os.getpid()}.partial"
         shutil.rmtree(building, ignore_errors=True)
-        tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+        with _quiet_gguf(source):
+            tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
         # A model loaded from GGUF refuses save_pretrained while it still carries the GGUF quantizer state.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -104,6 +114,11 @@ class LanguageModel:
         except OSError:  # another process finished first
             shutil.rmtree(building, ignore_errors=True)
         return ModelSource(str(target))
+
+    def forward(self, input_ids: torch.Tensor, cache: object | None = None, **kwargs: Any) -> tuple[Any, Any]:
+        """One forward pass of the model continuing `cache` (None: from scratch): (its output, the new cache)."""
+        output = self.model(input_ids, **{self._cache_argument: cache}, **kwargs)
+        return output, cache_of(output)
 
     def plain(self, text: str) -> str:
         """`text` with every control-token string of the tokenizer broken up (a zero-width space after its
@@ -188,3 +203,20 @@ class TextCallback(TextStreamer):
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
             self.on_text(text)
+
+
+@contextlib.contextmanager
+def _quiet_gguf(source: ModelSource) -> Iterator[None]:
+    """Silences the de-quantising progress bar of a GGUF load: transformers draws it with tqdm straight to
+    stderr, past its own logging switches. Errors still raise; only the bar is dropped."""
+    if not source.gguf_file:
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned, under either name transformers has given it."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)

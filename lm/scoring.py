@@ -40,11 +40,11 @@ def continuation_log_probs(
     results: list[ContinuationScore] = []
     with model.lock, torch.inference_mode():
         prefix = torch.tensor([list(prompt_ids)], device=device)
-        output = model.model(prefix, use_cache=True)
+        output, cache = model.forward(prefix, use_cache=True)
         first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
         for at in range(0, len(continuations), batch):
             group = [list(c) for c in continuations[at : at + batch]]
-            results += _score_group(model, output.past_key_values, first, len(prompt_ids), group, pad, device)
+            results += _score_group(model, cache, first, len(prompt_ids), group, pad, device)
     return results
 
 
@@ -64,9 +64,8 @@ def _score_group(
         expanded.batch_repeat_interleave(len(group))  # type: ignore[attr-defined]
         body = torch.tensor([c[:-1] + [pad] * (width - len(c)) for c in group], device=device)
         mask = torch.tensor([[1] * prompt_length + [1] * (len(c) - 1) + [0] * (width - len(c)) for c in group])
-        logits = model.model(
-            body, past_key_values=expanded, attention_mask=mask.to(device), use_cache=False
-        ).logits.float()
+        output, _ = model.forward(body, expanded, attention_mask=mask.to(device), use_cache=False)
+        logits = output.logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
         for row, tokens in enumerate(group):
             for position, token in enumerate(tokens[1:]):
