@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -93,6 +94,16 @@ class Settings(BaseSettings):
         description="Web origins allowed to call the HTTP API from a browser, as JSON ('[\"https://chat.example\"]'); "
         "none by default.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Further names (or name:port) by which browsers reach the HTTP API, e.g. behind a proxy, as "
+        "JSON; keyless writes must name this server in Host and Origin (loopback names and `host` always do).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (JSON list) of reverse proxies whose Forwarded / X-Forwarded-For / "
+        "X-Real-IP headers are believed; none by default, and a request with such headers is then not local.",
+    )
     generation_workers: int = Field(2, ge=1, description="Questions the server answers at once.")
     generation_queue: int = Field(
         32, ge=0, description="Questions that may wait for a worker; past that the server answers 429."
@@ -104,6 +115,16 @@ class Settings(BaseSettings):
         if uri == EMBEDDED_URI or uri.startswith(NEO4J_SCHEMES):
             return uri
         raise ValueError(f"graph_uri must be 'embedded' or a bolt:// / neo4j:// URI, got {uri!r}")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
+        return proxies
 
     @property
     def backend(self) -> Literal["embedded", "neo4j"]:
