@@ -2,19 +2,20 @@
 
 One process holds the store open for writing and shares it, serialised, between the agent and ingestion
 (`app.serving`). Questions run on a small pool of worker threads behind a bounded queue, 429 with
-Retry-After past it (`app.admission`); ingestion jobs run one at a time on their own thread. Every error
-is JSON: {"error": {"message", "type", "code"}}.
+Retry-After past it (`app.admission`), and a chat thread's turns one at a time; ingestion jobs run one at a
+time on their own thread. Keyless writes come from this machine and this server's own pages only. Every
+error is JSON: {"error": {"message", "type", "code"}}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,9 +31,9 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from agents.graph import ask
-from app.admission import BodyLimit, QueueFull, error_body
+from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import document_rows, status_report
-from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, safe_upload_name
+from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
 from config import Settings
 from graph.store import GraphStoreError
 from graph.vectors import VectorIndexError
@@ -43,9 +44,13 @@ STATIC = Path(__file__).parent / "static"
 JSON_BODY_LIMIT = 1 << 20  # bytes, for every endpoint but uploads
 MODEL_NAME = "trellis"
 # Longer questions are refused: the prompt holds the question twice (AdaCAD), and a 4,000-digit question
-# (4,000 tokens) was measured at 35 s of a worker's time.
+# (4,000 tokens) was measured at 35 s of a worker's time. The cost is in tokens (1,000 emoji are 3,000), so
+# tokens of the language model's own tokenizer are the limit; characters are a cheap first gate before them.
 MAX_QUESTION_CHARS = 1000
+MAX_QUESTION_TOKENS = 300
 KEPT_TURNS = 20
+# An OpenAI request's messages: more are refused before any is read (20,000 once stalled the server).
+MAX_MESSAGES = 256
 
 
 class ErrorDetail(BaseModel):
@@ -63,14 +68,15 @@ class ErrorResponse(BaseModel):
 _ERROR_MEANINGS = {
     400: "malformed request (a body that does not parse, a bad file name or type, no user message)",
     401: "the API key is missing or wrong",
-    403: "a write from another machine while no API key is configured",
+    403: "without an API key: a write from another machine, or from a page that is not this server's",
     404: "no such document, job or page",
+    409: "the chat thread is still answering an earlier turn; see Retry-After",
     413: "request body over the limit",
     415: "unsupported content type",
     422: "a field fails validation (the message names it)",
     429: "the question queue (or ingestion queue) is full; see Retry-After",
     500: "an unexpected failure (its details are in the server log only)",
-    503: "the store is unavailable",
+    503: "the store is unavailable, or a delete would wait behind an ingestion job; see Retry-After",
 }
 
 
@@ -80,6 +86,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 QUESTION_ERRORS = errors(400, 422, 429, 503)
+CHAT_ERRORS = errors(400, 409, 422, 429, 503)
 # Event-stream schemas describe one event (Open API before 3.2), whose `data` is a JSON document.
 CHAT_EVENT = {
     "type": "object",
@@ -130,7 +137,16 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    kinds = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "too_large"}
+    kinds = {
+        400: "invalid_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        409: "busy",
+        413: "too_large",
+        422: "invalid_request",
+        503: "unavailable",
+    }
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
@@ -195,28 +211,32 @@ class ChatMessage(BaseModel):
 
 class CompletionRequest(BaseModel):
     model: str = MODEL_NAME
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
 
     model_config = {"extra": "allow"}  # temperature, max_tokens, ... are accepted and ignored
 
 
 def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
-    """(the last user message, earlier user/assistant pairs as agent turns)."""
-    users = [i for i, m in enumerate(messages) if m.role == "user"]
-    if not users:
+    """(the last user message, earlier user/assistant pairs as agent turns), in one pass over the messages.
+
+    A user message is answered by the assistant message that follows it before the next user message."""
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if last is None:
         raise HTTPException(400, "messages: no message with role 'user'")
-    last = users[-1]
-    turns: list[dict[str, str]] = []
-    for i, message in enumerate(messages[:last]):
+    turns: deque[dict[str, str]] = deque(maxlen=KEPT_TURNS)
+    awaiting_reply = False
+    for message in messages[:last]:
         if message.role == "user":
-            reply = next((m for m in messages[i + 1 : last] if m.role == "assistant"), None)
-            answer = reply.text() if reply else ""
-            turns.append({"question": message.text()[:MAX_QUESTION_CHARS], "answer": answer[:MAX_QUESTION_CHARS]})
+            turns.append({"question": message.text()[:MAX_QUESTION_CHARS], "answer": ""})
+            awaiting_reply = True
+        elif message.role == "assistant" and awaiting_reply:
+            turns[-1]["answer"] = message.text()[:MAX_QUESTION_CHARS]
+            awaiting_reply = False
     question = messages[last].text()
     if len(question) > MAX_QUESTION_CHARS:
         raise HTTPException(400, f"messages: the last user message is over {MAX_QUESTION_CHARS} characters")
-    return question, turns[-KEPT_TURNS:]
+    return question, list(turns)
 
 
 # -- server-sent events -----------------------------------------------------------------------------------------
@@ -229,10 +249,13 @@ def sse(event: str | None, data: Any) -> str:
 
 
 def answer_stream(
-    service: Service, run: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
+    service: Service,
+    run: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]],
+    finished: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
     """Admit one question (or raise QueueFull now, before any response starts) and yield its events:
-    ("token", text), ("retract", None), then ("done", result) or ("error", body)."""
+    ("token", text), ("retract", None), then ("done", result) or ("error", body). `finished` is called on the
+    event loop when the work has ended, whether or not the client is still reading."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -249,7 +272,9 @@ def answer_stream(
             body = error_body(500, f"internal error ({type(error).__name__})", "internal")
             loop.call_soon_threadsafe(events.put_nowait, ("error", body))
 
-    service.gate.submit(work)
+    running = service.gate.submit(work)
+    if finished is not None:
+        running.add_done_callback(lambda _future: finished())
 
     async def drain() -> AsyncIterator[tuple[str, Any]]:
         while True:
@@ -301,9 +326,11 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
     _install_error_handlers(app)
 
     app.state.service = service
+    write_origin = WriteOrigin(settings)
 
     def require_writer(request: Request) -> None:
-        """Writes need the API key; with none configured, they are accepted from loopback only."""
+        """Writes need the API key; with none configured, they are accepted only from this machine (no
+        forwarding header unless from a trusted proxy) and only from this server's own site (Host, Origin)."""
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         if key:
             given = request.headers.get("x-api-key") or ""
@@ -313,13 +340,20 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             if not hmac.compare_digest(given.encode(), key.encode()):
                 raise HTTPException(401, "this endpoint needs the API key (Authorization: Bearer ... or X-API-Key)")
             return
-        host = request.client.host if request.client else ""
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        peer = request.client.host if request.client else ""
+        if not write_origin.is_local(peer, request.headers):
             raise HTTPException(403, "writes are accepted from this machine only unless TRELLIS_API_KEY is set")
+        foreign = write_origin.foreign(request.scope, request.headers)
+        if foreign:  # another web page in the user's browser, or DNS rebinding
+            raise HTTPException(403, f"cross-site write refused: {foreign}")
+
+    async def check_question_length(text: str, field: str, status: int) -> None:
+        """Refuse a question over MAX_QUESTION_TOKENS of the language model's tokenizer (counted on a thread:
+        the first count may load the model)."""
+        encode = service.resources.model.encode
+        tokens = await asyncio.get_running_loop().run_in_executor(None, lambda: len(encode(text)))
+        if tokens > MAX_QUESTION_TOKENS:
+            raise HTTPException(status, f"{field}: {tokens:,} tokens, over the limit of {MAX_QUESTION_TOKENS} tokens")
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -339,6 +373,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             "models_loaded": service.resources.models_loaded,
             "generation": service.gate.state(),
             "ingest_jobs_pending": service.pending_jobs(),
+            "recovered_at_start": service.recovered,
             "uptime_s": round(time.time() - service.started, 1),
         }
 
@@ -352,22 +387,31 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
     @app.post("/ask", tags=["questions"], responses=QUESTION_ERRORS)
     async def ask_endpoint(body: AskRequest) -> dict[str, Any]:
         """One question; the same JSON as `trellis ask --json` (answer, paths, citations, source, trace)."""
+        await check_question_length(body.question, "question", 422)
         return await service.gate.submit(lambda: ask(service.agent, body.question))
 
-    @app.post(
-        "/chat", tags=["questions"], response_class=StreamingResponse, responses={**STREAMED_OK, **QUESTION_ERRORS}
-    )
+    @app.post("/chat", tags=["questions"], response_class=StreamingResponse, responses={**STREAMED_OK, **CHAT_ERRORS})
     async def chat(body: ChatRequest) -> StreamingResponse:
         """A turn of a conversation, streamed as Server-Sent Events.
 
         Events: `thread` {thread_id}; `token` {text} as the answer is decoded; `retract` {} when an
         unsupported answer is replaced after more retrieval; `done` with the whole result (paths, citations,
-        source, trace); or `error` {error}.
+        source, trace); or `error` {error}. Turns of one thread are answered one at a time, in order of
+        arrival; a turn that would wait over two minutes for the ones before it is refused with 409.
         """
+        await check_question_length(body.message, "message", 422)
         thread_id = body.thread_id or uuid.uuid4().hex[:12]
-        events = answer_stream(
-            service, lambda emit: ask(service.chat_agent, body.message, thread_id=thread_id, on_event=emit)
-        )
+        # A turn reads the thread's checkpoint and writes it back: two at once would lose one.
+        await service.turns.acquire(thread_id)
+        try:
+            events = answer_stream(
+                service,
+                lambda emit: ask(service.chat_agent, body.message, thread_id=thread_id, on_event=emit),
+                finished=lambda: service.turns.release(thread_id),
+            )
+        except BaseException:
+            service.turns.release(thread_id)  # not admitted (queue full): the next turn may go
+            raise
 
         async def stream() -> AsyncIterator[str]:
             yield sse("thread", {"thread_id": thread_id})
@@ -395,6 +439,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         question, turns = conversation_of(body.messages)
         if not question.strip():
             raise HTTPException(400, "messages: the last user message is empty")
+        await check_question_length(question, "messages: the last user message", 400)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
@@ -501,6 +546,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             if not uploads:
                 raise HTTPException(400, "files: no file uploaded")
             names = [safe_upload_name(upload.filename) for upload in uploads]
+            refuse_duplicate_names(names)
             kinds = {("triples" if Path(n).suffix.lower() in TRIPLE_SUFFIXES else "documents") for n in names}
             chosen = kind if kind != "auto" else ("triples" if kinds == {"triples"} else "documents")
             if chosen == "documents" and "triples" in kinds:
@@ -524,10 +570,10 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
 
     @app.delete("/documents/{doc_id:path}", tags=["documents"], responses=errors(401, 403, 404, 503))
     async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
-        """Delete a document: its chunks, vectors, and the facts no other source supports."""
+        """Delete a document: its chunks, vectors, and the facts no other source supports. While an ingestion
+        job holds the store for more than a moment, 503 with Retry-After (and nothing deleted)."""
         require_writer(request)
-        loop = asyncio.get_running_loop()
-        deleted = await loop.run_in_executor(service.ingest_executor, service.delete_document, doc_id)
+        deleted = await service.delete_document_soon(doc_id)
         if not deleted:
             raise HTTPException(404, f"no such document: {doc_id!r}")
         return {"deleted": doc_id}

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from agents.graph import build_graph
 from agents.resources import Resources
-from app.admission import GenerationGate
+from app.admission import GenerationGate, TurnLocks
 from app.service import document_rows, write_atomically
 from config import Settings
 from graph.store import GraphStoreError, SerialisedStore, open_store
@@ -35,6 +35,13 @@ TRIPLE_SUFFIXES = {".tsv", ".csv"}
 UPLOAD_SUFFIXES = SUPPORTED | TRIPLE_SUFFIXES
 MAX_PENDING_JOBS = 8
 KEPT_JOBS = 50
+MAX_UPLOAD_NAME = 200  # characters, suffix included
+# A chat turn waits this long for the thread's previous turn before 409; no more than this many wait at once.
+TURN_WAIT_S = 120.0
+MAX_WAITING_TURNS = 8
+# A delete waits this long for the ingestion thread before 503 (Retry-After: DELETE_RETRY_AFTER_S).
+DELETE_WAIT_S = 2.0
+DELETE_RETRY_AFTER_S = 10
 
 
 # -- ingestion jobs ---------------------------------------------------------------------------------------------
@@ -69,14 +76,34 @@ class IngestJob:
 
 
 def safe_upload_name(filename: str | None) -> str:
-    """The base name of an uploaded file, reduced to safe characters; never a path, never hidden."""
+    """The base name of an uploaded file, reduced to safe characters; never a path, never hidden. A name over
+    MAX_UPLOAD_NAME characters keeps its beginning and its suffix (`report … .pdf` stays a visible pdf)."""
     base = PurePosixPath((filename or "").replace("\\", "/")).name
-    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")[-200:]
+    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
     if not base:
         raise HTTPException(400, f"upload file name {filename!r} has no usable name")
-    if Path(base).suffix.lower() not in UPLOAD_SUFFIXES:
-        raise HTTPException(400, f"{base}: unsupported file type (supported: {', '.join(sorted(UPLOAD_SUFFIXES))})")
-    return base
+    suffix = Path(base).suffix
+    if suffix.lower() not in UPLOAD_SUFFIXES:
+        shown = base if len(base) <= MAX_UPLOAD_NAME else f"{base[:MAX_UPLOAD_NAME]}…"
+        raise HTTPException(400, f"{shown}: unsupported file type (supported: {', '.join(sorted(UPLOAD_SUFFIXES))})")
+    stem = base[: -len(suffix)][: MAX_UPLOAD_NAME - len(suffix)].rstrip(" .")
+    if not stem:
+        raise HTTPException(400, f"upload file name {filename!r} has no usable name before {suffix}")
+    return stem + suffix
+
+
+def refuse_duplicate_names(names: list[str]) -> None:
+    """Two uploads of one request may not share a (safe) name: the second would replace the first on disk.
+    Refused rather than renamed, so that a file's name, which is its document's source, stays the one given.
+    Compared without case, as some filesystems do."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.get(name.casefold())
+        seen.setdefault(name.casefold(), name)
+        if first is not None:
+            raise HTTPException(
+                400, f"files: {name!r} is uploaded twice in this request (as {first!r}); rename one or send it alone"
+            )
 
 
 # -- the service ------------------------------------------------------------------------------------------------
@@ -103,13 +130,29 @@ class Service:
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SerialisedStore(open_store(self.settings))
+        self.recovered = self._recover()
         self.resources = Resources.open(self.settings, self.store)
         self.agent = build_graph(self.resources)
         self._conversations = sqlite3.connect(self.settings.conversations_path, check_same_thread=False)
         self.chat_agent = build_graph(self.resources, SqliteSaver(self._conversations))
         self.gate = GenerationGate(self.settings.generation_workers, self.settings.generation_queue)
         self.ingest_executor = ThreadPoolExecutor(1, thread_name_prefix="trellis-ingest")
+        self.turns = TurnLocks(MAX_WAITING_TURNS, TURN_WAIT_S)
         self.closed = False
+
+    def _recover(self) -> list[str]:
+        """Remove what documents left `pending` by a killed server or CLI run wrote (chunks without vectors),
+        as `trellis ingest` does before its run; their jobs died with that process, so they are re-uploaded."""
+        from ingest.pipeline import Ingestor
+
+        ingestor = Ingestor(self.settings, self.store)
+        try:
+            recovered = ingestor.recover()
+        finally:
+            ingestor.close()
+        if recovered:
+            log.warning("cleaned up %d document(s) left half-written by an interrupted ingestion", len(recovered))
+        return recovered
 
     def close(self) -> None:
         if self.closed:
@@ -184,6 +227,26 @@ class Service:
             relations += report.relations_created
             skipped += [self._without_folder(problem) for problem in report.skipped]
         return {"rows": rows, "entities_created": entities, "relations_created": relations, "skipped": skipped}
+
+    async def delete_document_soon(self, doc_id: str) -> bool:
+        """Delete on the ingestion thread, the one writer of the indexes, waiting at most DELETE_WAIT_S for it.
+
+        An ingestion job holds that thread until it ends (its indexes live in memory until saved, so a delete
+        cannot run beside it or inside it); rather than hang behind a long upload, the delete is withdrawn
+        before it starts and refused with 503 and Retry-After. Nothing is deleted then."""
+        queued = self.ingest_executor.submit(self.delete_document, doc_id)
+        finished = asyncio.wrap_future(queued)
+        try:
+            return await asyncio.wait_for(asyncio.shield(finished), DELETE_WAIT_S)
+        except TimeoutError:
+            if not queued.cancel():
+                return await finished  # it started just now: a delete's own work is short
+            busy = sorted(job.job_id for job in self.jobs.values() if job.state in ("queued", "running"))
+            raise HTTPException(
+                503,
+                f"not deleted: ingestion job(s) {', '.join(busy) or '(ending)'} hold the store; retry after them",
+                {"Retry-After": str(DELETE_RETRY_AFTER_S)},
+            ) from None
 
     def delete_document(self, doc_id: str) -> bool:
         from ingest.pipeline import Ingestor

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,134 @@ def test_upload_names_never_leave_the_upload_directory(client: httpx.Client, dat
         response = client.post("/ingest", files={"files": (name, b"x", "text/plain")})
         assert response.status_code == 400, name
     assert safe_upload_name("../../a b?.md") == "a b_.md"
+
+
+def test_long_upload_names_keep_their_start_and_suffix() -> None:
+    kept = safe_upload_name("b" * 300 + ".txt")
+    assert kept == "b" * 196 + ".txt"  # 200 characters, visible, still a .txt
+    dotted = safe_upload_name("notes" + "." * 5 + "b" * 400 + ".md")
+    assert dotted.startswith("notes.") and dotted.endswith(".md") and len(dotted) == 200
+    hidden_before = safe_upload_name("report." + "b" * 195 + ".txt")  # its last 200 characters begin with "."
+    assert hidden_before.startswith("report.b") and hidden_before.endswith(".txt") and len(hidden_before) == 200
+    assert safe_upload_name("." * 300 + "x.txt") == "x.txt"
+
+
+def test_two_uploads_of_one_name_in_a_request_are_refused(client: httpx.Client, data_dir: Path) -> None:
+    files = [
+        ("files", ("same.txt", b"The Amber Bridge crosses the Tollen.", "text/plain")),
+        ("files", ("folder/same.txt", b"The Cinder Mill stands by the Tollen.", "text/plain")),
+    ]
+    response = client.post("/ingest", files=files)
+    assert response.status_code == 400
+    assert "'same.txt' is uploaded twice" in response.json()["error"]["message"]
+    assert not (data_dir / "uploads" / "same.txt").exists(), "nothing of a refused request is kept"
+
+
+def test_concurrent_turns_of_one_thread_are_all_kept(live: LiveServer) -> None:
+    questions = [
+        "who directed [Night Train]",
+        "who wrote [Cold Spring]",
+        "when was [Blue Harbor] released",
+        DOCUMENT_QUESTION,
+        "who directed [Blue Harbor]",
+    ]
+    thread_id = "concurrent-turns"
+
+    def turn(question: str) -> tuple[int, Any]:
+        with httpx.Client(base_url=live.url, timeout=120) as own:
+            response = own.post("/chat", json={"message": question, "thread_id": thread_id})
+            return response.status_code, server_events(response)[-1]
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        results = list(pool.map(turn, questions))
+    assert [status for status, _ in results] == [200] * len(questions)
+    assert all(name == "done" for _status, (name, _data) in results), results
+    service = live.server.config.app.state.service
+    stored = service.chat_agent.get_state({"configurable": {"thread_id": thread_id}}).values["conversation"]
+    assert sorted(turn["question"] for turn in stored) == sorted(questions), "every turn is in the thread"
+    assert len(service.turns) == 0, "no lock outlives its thread's turns"
+
+
+def _admitted(response: httpx.Response) -> bool:
+    """A multipart write with no `files` field: 400 once past the writer check, 403 when refused before it."""
+    assert response.status_code in (400, 403), response.text
+    return response.status_code == 400
+
+
+def test_cross_site_writes_are_refused_without_a_key(client: httpx.Client, live: LiveServer) -> None:
+    port = int(live.url.rsplit(":", 1)[1])
+    no_files = {"other": ("x.txt", b"x", "text/plain")}
+
+    def write(**headers: str) -> httpx.Response:
+        return client.post("/ingest", files=no_files, headers=headers)
+
+    evil_origin = write(Origin="https://evil.example")
+    assert evil_origin.status_code == 403 and "Origin 'https://evil.example'" in evil_origin.json()["error"]["message"]
+    assert evil_origin.json()["error"]["type"] == "forbidden"
+    rebound = write(Host=f"evil.example:{port}")  # DNS rebinding: evil.example now resolves to 127.0.0.1
+    assert rebound.status_code == 403 and "Host 'evil.example" in rebound.json()["error"]["message"]
+    documents = client.get("/documents").json()
+    delete = client.delete(f"/documents/{documents[0]['doc_id']}", headers={"Host": f"evil.example:{port}"})
+    assert delete.status_code == 403
+    assert client.get("/documents").json() == documents
+    assert not _admitted(write(Origin="null"))
+    assert not _admitted(write(Origin=f"http://localhost:{port + 1}")), "another local site is another origin"
+    # This server's own pages (same origin), and clients that send no Origin (curl, scripts)
+    assert _admitted(write(Origin=live.url))
+    assert _admitted(write(Origin=f"http://localhost:{port}", Host=f"localhost:{port}"))
+    assert _admitted(write())
+    assert client.get("/upload", headers={"Host": f"evil.example:{port}"}).status_code == 200, "reads stay open"
+
+
+def test_forwarding_headers_make_a_write_remote_unless_trusted(client: httpx.Client) -> None:
+    """No proxy is trusted by default: a request with any forwarding header is not from this machine."""
+    no_files = {"other": ("x.txt", b"x", "text/plain")}
+    for header, value in [
+        ("X-Real-IP", "203.0.113.9"),
+        ("Forwarded", "for=203.0.113.9;proto=https"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-For", "127.0.0.1"),  # even a proxy's word that the client is local is not taken
+    ]:
+        response = client.post("/ingest", files=no_files, headers={header: value})
+        assert response.status_code == 403, (header, value)
+        assert "this machine only" in response.json()["error"]["message"]
+
+
+def test_many_messages_are_refused_at_once_and_the_server_stays_responsive(live: LiveServer) -> None:
+    flood = {"messages": [{"role": "user", "content": ""}] * 20_000}  # about 600 KB, under the body limit
+
+    def health_while(call: Any) -> tuple[Any, list[float]]:
+        seconds: list[float] = []
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call)
+            while not pending.done():
+                started = time.perf_counter()
+                assert httpx.get(f"{live.url}/health", timeout=5).status_code == 200
+                seconds.append(time.perf_counter() - started)
+                time.sleep(0.05)
+            return pending.result(), seconds
+
+    started = time.perf_counter()
+    response, health = health_while(lambda: httpx.post(f"{live.url}/v1/chat/completions", json=flood, timeout=120))
+    assert time.perf_counter() - started < 5
+    assert response.status_code == 422
+    assert "messages" in response.json()["error"]["message"] and "256" in response.json()["error"]["message"]
+    assert max(health, default=0) < 1
+
+
+def test_question_limit_counts_tokens(client: httpx.Client) -> None:
+    emoji = "\U0001f600" * 300  # 300 characters, 900 tokens
+    asked = client.post("/ask", json={"question": emoji})
+    assert asked.status_code == 422
+    assert asked.json()["error"]["message"] == "question: 900 tokens, over the limit of 300 tokens"
+    chat = client.post("/chat", json={"message": emoji})
+    assert chat.status_code == 422 and "message: 900 tokens" in chat.json()["error"]["message"]
+    openai = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": emoji}]})
+    assert openai.status_code == 400 and "300 tokens" in openai.json()["error"]["message"]
+    too_many_chars = client.post("/ask", json={"question": "a" * 1001})
+    assert too_many_chars.status_code == 422 and "1000 characters" in too_many_chars.json()["error"]["message"]
+    long_but_fine = " ".join(["Who built the Kerrow Lighthouse?"] * 30)  # 989 characters, about 210 tokens
+    assert client.post("/ask", json={"question": long_but_fine}).status_code == 200
 
 
 # -- limits and refusals (apps over their own data dirs, driven in process; the client address is settable) --
