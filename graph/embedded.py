@@ -28,7 +28,7 @@ from graph.model import (
     Relation,
     alias_keys,
 )
-from graph.store import GraphStoreError, StoreLockedError
+from graph.store import DiskFullError, GraphStoreError, StoreLockedError
 
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING PRIMARY KEY, name STRING, key STRING, type STRING, "
@@ -63,6 +63,7 @@ _FEW_IDS = 100
 _COPY_THRESHOLD = 64
 _LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
 _RECOVERY_PENDING = "checkpoint recovery is pending"
+_NO_SPACE = "No space left on device"
 
 
 class EmbeddedGraphStore(CypherGraphStore):
@@ -91,18 +92,30 @@ class EmbeddedGraphStore(CypherGraphStore):
             # A writer was killed mid-checkpoint. Opening read-write replays its log (committed work kept,
             # the rest dropped); if a live writer holds the file, that fails with the usual lock error.
             try:
-                self._open_database(read_only=False).close()
-                self._db = self._open_database(read_only=True)
+                self._db = self._recovered_for_reading()
             except RuntimeError as retry_error:
                 raise self._open_error(retry_error) from None
         self._conn = ladybug.Connection(self._db)
         self._tx_depth = 0
         if not read_only:
             for statement in SCHEMA:
-                self._conn.execute(statement)
+                self._run(statement)
 
-    def _open_database(self, read_only: bool) -> ladybug.Database:
-        return ladybug.Database(str(self.path), read_only=read_only)
+    def _open_database(self, read_only: bool, checkpoint: bool = True) -> ladybug.Database:
+        return ladybug.Database(str(self.path), read_only=read_only, auto_checkpoint=checkpoint)
+
+    def _recovered_for_reading(self) -> ladybug.Database:
+        """A readable database where the log holds work not yet checkpointed into the file."""
+        writable = self._open_database(read_only=False)
+        try:
+            writable.close()  # replays the log into the file, when the disk has room for it
+            return self._open_database(read_only=True)
+        except RuntimeError as error:
+            if _RECOVERY_PENDING not in str(error):
+                raise
+        # No room to finish the checkpoint (a full disk): read through a writable handle that replays the log
+        # in memory and never checkpoints. It holds the writer slot while open, which no writer holds now.
+        return self._open_database(read_only=False, checkpoint=False)
 
     def _open_error(self, error: RuntimeError) -> GraphStoreError:
         held = _LOCK_PID.search(str(error))
@@ -111,7 +124,16 @@ class EmbeddedGraphStore(CypherGraphStore):
                 f"{self.path} is open for writing by another process (PID {held.group(1)}); "
                 "the embedded store allows one writer at a time. Stop that process or wait for it."
             )
+        if _NO_SPACE in str(error):
+            return self._full_error()
         return GraphStoreError(f"cannot open graph store {self.path}: {error}")
+
+    def _full_error(self) -> GraphStoreError:
+        # LadybugDB's own message is a multi-line IO report; what the user can act on is which disk is full.
+        return DiskFullError(
+            f"no space left on the device holding the data directory {self.path.parent}: free some space and "
+            "run the command again: it resumes as after a crash, and what earlier runs stored is kept"
+        )
 
     def edges_query(self, count: int) -> str:
         return EDGES_FEW_QUERY if count <= _FEW_IDS else EDGES_QUERY
@@ -119,10 +141,18 @@ class EmbeddedGraphStore(CypherGraphStore):
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
-        return self._conn.execute(query, params or {}).get_all()
+        return self._execute(query, params).get_all()
 
     def _run(self, query: str, params: dict[str, Any] | None = None) -> None:
-        self._conn.execute(query, params or {})
+        self._execute(query, params)
+
+    def _execute(self, query: str, params: dict[str, Any] | None) -> Any:
+        try:
+            return self._conn.execute(query, params or {})
+        except RuntimeError as error:
+            if _NO_SPACE in str(error):
+                raise self._full_error() from None
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -21,6 +21,10 @@ class StoreLockedError(GraphStoreError):
     """Another process holds the embedded store for writing."""
 
 
+class DiskFullError(GraphStoreError):
+    """The device holding the store has no space left; nothing more can be written until some is freed."""
+
+
 @runtime_checkable
 class GraphStore(Protocol):
     """Entities, typed relations with provenance, documents and chunks, behind one contract.

@@ -146,11 +146,15 @@ class VectorIndex:
         buffer = io.BytesIO()
         np.savez(buffer, index=faiss.serialize_index(self._index), ids=ids, keys=keys, meta=np.array(meta))
         partial = self.path.with_name(self.path.name + ".tmp")
-        with open(partial, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, self.path)
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)  # the index file itself is untouched: it is replaced only whole
+            raise VectorIndexError(f"cannot save the vector index {self.path}: {error.strerror or error}") from None
 
 
 def stored_vector_count(path: Path) -> int:
