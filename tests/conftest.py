@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +83,39 @@ def pytest_report_header() -> str:
         if os.environ.get("NEO4J_URI")
         else "skipped (" + NEO4J_SKIP_REASON + ")"
     )
+
+
+# -- nothing left running -----------------------------------------------------------------------------------
+# Every process the suite starts inherits this marker in its environment, orphans included (a worker whose
+# parent a test killed with -9 is re-parented to init, so walking the process tree would miss it).
+SESSION_MARKER = "TRELLIS_TEST_SESSION"
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
+LEFTOVER_GRACE_SECONDS = 10.0
+
+
+def _processes_with_marker(marker: str) -> list[tuple[int, str]]:
+    needle = f"{SESSION_MARKER}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry.name), command.strip()))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process the suite started is still alive once it ends (after a short grace)."""
+    if not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    while (left := _processes_with_marker(os.environ[SESSION_MARKER])) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        listing = "\n".join(f"  PID {pid}: {command[:200]}" for pid, command in left)
+        session.config.get_terminal_writer().line(f"\nprocesses started by the test suite still running:\n{listing}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
