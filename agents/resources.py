@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from agents.patterns import RelationLexicon, RelationSchema
 from config import Settings
+from graph.backends import open_store
 from graph.lookup import NameKeyIndex
-from graph.store import GraphStore, open_store
+from graph.store import GraphStore
 from graph.vectors import VectorIndex
 
 if TYPE_CHECKING:

@@ -14,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from config import Settings, load_settings
-from graph.store import GraphStore, GraphStoreError, open_store
+from graph.backends import open_store
+from graph.errors import GraphStoreError
+from graph.store import GraphStore
 from graph.vectors import VectorIndexError
 from ingest.triples import TripleFileError, ingest_triples
 

@@ -35,7 +35,7 @@ from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import document_rows, status_report
 from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
 from config import Settings
-from graph.store import GraphStoreError
+from graph.errors import GraphStoreError
 from graph.vectors import VectorIndexError
 
 log = logging.getLogger("trellis.server")

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from graph.store import GraphStore, open_store
+from graph.backends import open_store
+from graph.store import GraphStore
 from graph.vectors import stored_vector_count
 from ingest.manifest import Manifest
 

@@ -21,7 +21,9 @@ from agents.resources import Resources
 from app.admission import GenerationGate, TurnLocks
 from app.service import document_rows, write_atomically
 from config import Settings
-from graph.store import GraphStoreError, SerialisedStore, open_store
+from graph.backends import open_store
+from graph.errors import GraphStoreError
+from graph.store import SerialisedStore
 from graph.vectors import VectorIndexError
 from ingest.loaders import SUPPORTED
 from ingest.triples import TripleFileError, ingest_triples

@@ -34,7 +34,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from config import Settings
-    from graph.store import open_store
+    from graph.backends import open_store
     from ingest.extract import SpacyExtractor
     from ingest.pipeline import Ingestor
     from ingest.resolve import resolution_key

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from graph.errors import GraphStoreError
 from graph.lookup import FuzzyNameIndex
 from graph.model import Chunk, Edge, Entity, StoreCounts, canonical_name, entity_id, normalised_key
-from graph.store import GraphStoreError, MatchMode
+from graph.store import MatchMode
 
 ENTITY_FIELDS = "e.id, e.name, e.key, e.type, e.aliases, e.sources"
 

@@ -19,6 +19,7 @@ import ladybug
 import pandas as pd
 
 from graph.cypher_store import ENTITY_FIELDS, CypherGraphStore
+from graph.errors import DiskFullError, GraphStoreError, StoreLockedError
 from graph.merge import dedupe_entities, dedupe_relations, merged_fields, union
 from graph.model import (
     Chunk,
@@ -28,7 +29,6 @@ from graph.model import (
     Relation,
     alias_keys,
 )
-from graph.store import DiskFullError, GraphStoreError, StoreLockedError
 
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Entity(id STRING PRIMARY KEY, name STRING, key STRING, type STRING, "

@@ -15,6 +15,7 @@ from typing import Any
 import neo4j
 
 from graph.cypher_store import ENTITY_FIELDS, CypherGraphStore
+from graph.errors import GraphStoreError
 from graph.merge import dedupe_entities, dedupe_relations
 from graph.model import (
     Chunk,
@@ -23,7 +24,6 @@ from graph.model import (
     Entity,
     Relation,
 )
-from graph.store import GraphStoreError
 
 BATCH = 5_000
 

@@ -1,4 +1,8 @@
-"""The graph-store interface every backend implements, and the factory that picks one from settings."""
+"""The graph-store interface every backend implements, and a thread-safe wrapper around any of them.
+
+The backends import this module (for `MatchMode`) and `graph.errors`; the factory that imports the backends
+is `graph.backends`, so imports run one way.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Literal, Protocol, runtime_checkable
 
-from config import Settings
+from graph.errors import DiskFullError, GraphStoreError, StoreLockedError
 from graph.model import Chunk, DeleteReport, Document, Edge, Entity, Relation, StoreCounts
 
 MatchMode = Literal["exact", "normalised", "fuzzy"]
-
-
-class GraphStoreError(RuntimeError):
-    """A store operation failed in a way the user can act on."""
-
-
-class StoreLockedError(GraphStoreError):
-    """Another process holds the embedded store for writing."""
-
-
-class DiskFullError(GraphStoreError):
-    """The device holding the store has no space left; nothing more can be written until some is freed."""
 
 
 @runtime_checkable
@@ -143,18 +135,11 @@ class SerialisedStore:
         self.close()
 
 
-def open_store(settings: Settings, read_only: bool = False) -> GraphStore:
-    """Open the backend that `settings.graph_uri` names."""
-    if settings.backend == "embedded":
-        from graph.embedded import EmbeddedGraphStore
-
-        return EmbeddedGraphStore(settings.graph_path, read_only=read_only)
-    from graph.neo4j_store import Neo4jGraphStore
-
-    return Neo4jGraphStore(
-        settings.graph_uri,
-        user=settings.neo4j_user,
-        password=settings.neo4j_password.get_secret_value(),
-        database=settings.neo4j_database,
-        read_only=read_only,
-    )
+__all__ = [
+    "DiskFullError",
+    "GraphStore",
+    "GraphStoreError",
+    "MatchMode",
+    "SerialisedStore",
+    "StoreLockedError",
+]

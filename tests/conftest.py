@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from graph.store import GraphStore, open_store
+from graph.backends import open_store
+from graph.store import GraphStore
 
 SHARED_DATA = Path(os.environ.get("TRELLIS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 METAQA_KB = SHARED_DATA / "metaqa" / "kb.tsv"

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from config import Settings
+from graph.backends import open_store
 from graph.model import entity_id
 from graph.paths import neighbourhood
-from graph.store import open_store
 
 runner = CliRunner()
 

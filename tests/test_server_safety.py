@@ -182,7 +182,7 @@ class Interrupted(Exception):
 
 
 def test_server_start_cleans_up_an_interrupted_ingestion(tmp_path: Path) -> None:
-    from graph.store import open_store
+    from graph.backends import open_store
     from ingest.extract import SpacyExtractor
     from ingest.pipeline import Ingestor
     from lm.embeddings import get_embedder

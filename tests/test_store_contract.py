@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
+from graph.errors import GraphStoreError
 from graph.model import Chunk, Document, Entity, Relation, StoreCounts, entity_id
 from graph.paths import neighbourhood
-from graph.store import GraphStore, GraphStoreError
+from graph.store import GraphStore
 
 
 def triple(store: GraphStore, head: str, relation: str, tail: str, source: str = "s1") -> None:
