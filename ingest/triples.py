@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from pathlib import Path
 
 from graph.model import Entity, Relation
 from graph.store import GraphStore
+from ingest.jsontext import JSONProblem, loads
+from ingest.provenance import triples_source_key
 
 ProgressFn = Callable[[str, int, int | None], None]
 """progress(stage, done, total): called when a stage starts (done 0) and as each batch lands; total None
@@ -65,7 +66,8 @@ class TripleRow:
 @dataclass(slots=True)
 class TripleIngestReport:
     path: Path
-    source: str
+    source: str  # the name given (default: the file's name)
+    source_key: str  # the provenance key stored on the facts: `triples:<source>`
     rows: int = 0
     entities_created: int = 0
     relations_created: int = 0
@@ -189,9 +191,10 @@ def _jsonl(path: Path, problems: list[Problem]) -> list[TripleRow]:
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            problems.append(Problem(path, line, f"not valid JSON: {error.msg} at column {error.colno}"))
+            record = loads(text)
+        except JSONProblem as error:
+            where = f" at column {error.column}" if error.column else ""
+            problems.append(Problem(path, line, f"{error.reason}{where}"))
             continue
         if not isinstance(record, dict):
             problems.append(Problem(path, line, "expected a JSON object with head, relation and tail"))
@@ -248,7 +251,8 @@ def ingest_triples(
     """Validate the whole file, then upsert its entities and relations in one transaction.
 
     A bad line stops the run before anything is written, unless `skip_invalid`, which skips and
-    reports every bad line. Re-running the same file with the same source changes nothing.
+    reports every bad line. Re-running the same file with the same source changes nothing. The facts are
+    stored under the key `triples:<source>`, a namespace no document id can enter (see ingest.provenance).
     """
     with _gc_paused():
         return _ingest_triples(store, Path(path), source or Path(path).name, skip_invalid, batch_size, progress)
@@ -263,20 +267,21 @@ def _ingest_triples(
     report_progress("reading", len(rows) + len(problems), len(rows) + len(problems))
     if problems and not skip_invalid:
         raise TripleFileError(path, problems)
-    report = TripleIngestReport(path=path, source=source, rows=len(rows), skipped=problems)
+    key = triples_source_key(source)
+    report = TripleIngestReport(path=path, source=source, source_key=key, rows=len(rows), skipped=problems)
 
     entities: dict[str, Entity] = {}
 
     def entity_for(name: str, kind: str) -> str:
         entity = entities.get(name)
         if entity is None:
-            entity = entities[name] = Entity(name=name, type=kind, sources=[source])
+            entity = entities[name] = Entity(name=name, type=kind, sources=[key])
         elif kind and not entity.type:
             entity.type = kind
         return entity.id
 
     relations = [
-        Relation(entity_for(row.head, row.head_type), row.relation, entity_for(row.tail, row.tail_type), [source])
+        Relation(entity_for(row.head, row.head_type), row.relation, entity_for(row.tail, row.tail_type), [key])
         for row in rows
     ]
     # Batches with disjoint heads keep the backend's look-up of already-stored relations small.

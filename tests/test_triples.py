@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.model import StoreCounts, entity_id
+from graph.model import Entity, Relation, StoreCounts, entity_id
 from graph.paths import neighbourhood
 from graph.store import GraphStore
 from ingest.triples import TripleFileError, ingest_triples, read_triples
@@ -106,16 +106,21 @@ def test_skip_invalid_writes_the_good_lines_and_reports_the_bad(store: GraphStor
 def test_reingest_adds_nothing_and_a_second_source_is_recorded(store: GraphStore, tmp_path: Path) -> None:
     path = write(tmp_path / "kb.tsv", "head\trelation\ttail\nA\tr\tB\nA\tr\tB\nB\ts\tC\n")
     first = ingest_triples(store, path)
-    assert (first.source, first.entities_created, first.relations_created) == ("kb.tsv", 3, 2)
+    assert (first.source, first.source_key, first.entities_created, first.relations_created) == (
+        "kb.tsv",
+        "triples:kb.tsv",
+        3,
+        2,
+    )
     again = ingest_triples(store, path)
     assert (again.entities_created, again.relations_created) == (0, 0)
     ingest_triples(store, path, source="mirror")
     assert store.counts() == StoreCounts(3, 2, 0, 0)
     [a] = store.get_entities([entity_id("A")])
-    assert a.sources == ["kb.tsv", "mirror"]
-    store.delete_source("kb.tsv")
+    assert a.sources == ["triples:kb.tsv", "triples:mirror"]
+    store.delete_source("triples:kb.tsv")
     assert store.counts() == StoreCounts(3, 2, 0, 0)
-    store.delete_source("mirror")
+    store.delete_source("triples:mirror")
     assert store.counts() == StoreCounts(0, 0, 0, 0)
 
 
@@ -129,3 +134,37 @@ def test_metaqa_slice_counts_and_the_joel_zwick_path(store: GraphStore, metaqa_k
     assert (report.entities_created, report.relations_created) == (len(names), len(triples))
     paths = [p.verbalise() for p in neighbourhood(store, [entity_id("Joel Zwick")], hops=2)]
     assert "Joel Zwick <-directed_by- My Big Fat Greek Wedding -in_language-> Greek" in paths
+
+
+def test_facts_are_kept_apart_from_a_document_of_the_same_name(store: GraphStore, tmp_path: Path) -> None:
+    """A document's id is its provenance key; withdrawing one called like a triples source (as deleting
+    the document does) leaves that source's facts alone, and so does a store with the unprefixed keys of
+    older versions once the file is ingested again."""
+    path = write(tmp_path / "kb.tsv", "A\tr\tB\nB\ts\tC\n")
+    for source in (None, "api-triples"):
+        ingest_triples(store, path, source=source)
+    for document in ("kb.tsv", "api-triples"):
+        store.delete_source(document)
+    assert store.counts() == StoreCounts(3, 2, 0, 0)
+    # An older store: the same facts under the bare name, re-ingested (nothing new is created).
+    store.upsert_entities([Entity("A", sources=["old.tsv"]), Entity("Z", sources=["old.tsv"])])
+    store.upsert_relations([Relation(entity_id("A"), "r", entity_id("Z"), ["old.tsv"])])
+    report = ingest_triples(store, write(tmp_path / "old.tsv", "A\tr\tZ\n"))
+    assert (report.entities_created, report.relations_created) == (0, 0)
+    store.delete_source("old.tsv")
+    assert store.counts() == StoreCounts(4, 3, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"head": ' + "1" * 5_000 + ', "relation": "r", "tail": "b"}', "too many digits"),
+    ],
+)
+def test_unparsable_json_lines_are_bad_lines(tmp_path: Path, line: str, reason: str) -> None:
+    path = write(tmp_path / "kb.jsonl", '{"head": "a", "relation": "r", "tail": "b"}\n' + line + "\n")
+    rows, [problem] = read_triples(path)
+    assert [(r.head, r.tail) for r in rows] == [("a", "b")]
+    assert (problem.line, reason in problem.reason) == (2, True)
+    assert str(problem).startswith(f"{path}:2: not usable JSON")
