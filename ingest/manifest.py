@@ -83,6 +83,18 @@ class Manifest:
     def from_source(self, source_path: str) -> list[DocumentRecord]:
         return self._records("WHERE source_path = ?", (source_path,))
 
+    def relative_sources(self) -> list[str]:
+        """Source paths stored relative, as typed (manifests written before paths were resolved)."""
+        rows = self._db.execute("SELECT DISTINCT source_path FROM documents WHERE substr(source_path, 1, 1) <> '/'")
+        return [row[0] for row in rows]
+
+    def set_sources(self, sources: dict[str, str]) -> None:
+        """Record a new source path for documents (doc id -> path) whose content did not change."""
+        with self._db:
+            self._db.executemany(
+                "UPDATE documents SET source_path = ? WHERE doc_id = ?", [(s, d) for d, s in sources.items()]
+            )
+
     def mark_pending(self, records: Sequence[DocumentRecord]) -> None:
         self._write(records, "pending")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from graph.store import GraphStore
 from graph.vectors import VectorIndex
 from ingest.chunking import Chunker
 from ingest.extract import Extraction, Extractor, Mention
-from ingest.loaders import LoadProblem, discover, load_file
+from ingest.loaders import LoadedFile, LoadProblem, derived_id, file_doc_id, find_files, load_file, source_of
 from ingest.manifest import DocumentRecord, Manifest
 from ingest.resolve import resolve
 from lm.embeddings import Embedder
@@ -156,42 +156,23 @@ class Ingestor:
         report.recovered = self.recover()
 
         start = time.perf_counter()
-        files = discover(paths, include, exclude)
-        loaded_docs: dict[str, list[TextDocument]] = {}
-        complete_sources: list[str] = []
-        for number, path in enumerate(files, start=1):
-            loaded = load_file(path)
-            report.skipped.extend(loaded.problems)
-            for part in loaded.documents:
-                doc_id = part.metadata["doc_id"]
-                first = loaded_docs.get(doc_id)
-                # Pages of one PDF share an id; anything else sharing one is a duplicate.
-                if first and (first[0].metadata["source"] != part.metadata["source"] or "record" in part.metadata):
-                    report.skipped.append(
-                        LoadProblem(
-                            path,
-                            f"duplicate document id {doc_id!r} (first in {first[0].metadata['source']})",
-                            line=part.metadata.get("record"),
-                        )
-                    )
-                    continue
-                loaded_docs.setdefault(doc_id, []).append(part)
-            if loaded.complete:
-                complete_sources.append(str(path))
-            self.progress("load", number, len(files))
-        previous = self.manifest.get(loaded_docs)
+        files, refused = find_files(paths, include, exclude)
+        report.skipped.extend(refused)
+        loaded_docs, previous, complete_sources = self._load(files, report)
         todo: list[_Pending] = []
+        relocated: dict[str, str] = {}
         for doc_id, parts in loaded_docs.items():
             digest = content_hash(parts)
             record = previous.get(doc_id)
             if record and record.state == "done" and record.content_hash == digest:
                 report.unchanged.append(doc_id)
+                if record.source_path != parts[0].metadata["source"]:
+                    relocated[doc_id] = parts[0].metadata["source"]  # a legacy relative path, or a moved record
             else:
                 todo.append(_Pending(doc_id, parts, digest, record))
+        self.manifest.set_sources(relocated)
         # Documents a fully read file no longer holds were removed from it.
-        gone = [
-            r for source in complete_sources for r in self.manifest.from_source(source) if r.doc_id not in loaded_docs
-        ]
+        gone = self._stored_from(complete_sources, exclude=loaded_docs.keys())
         report.stages["load"] += time.perf_counter() - start
         if gone:
             self._remove(gone)
@@ -214,6 +195,78 @@ class Ingestor:
             self._save_indexes()
             self.manifest.mark_done(unsaved)
         return report
+
+    def _load(
+        self, files: Sequence[Path], report: IngestReport
+    ) -> tuple[dict[str, list[TextDocument]], dict[str, DocumentRecord], list[str]]:
+        """(parts per document id, manifest records of those ids, sources read completely).
+
+        A document id belongs to one file. A second file holding it, in this run or a later one, is
+        reported and its document skipped; the first keeps it. An id may move to another file only in a
+        run that also re-reads the file it was in, in full, and finds it gone from there.
+        """
+        max_bytes = int(self.settings.max_document_mb * 1_000_000)
+        read: list[tuple[Path, str, LoadedFile]] = []
+        for number, path in enumerate(files, start=1):
+            loaded = load_file(path, max_bytes)
+            report.skipped.extend(loaded.problems)
+            read.append((path, source_of(path), loaded))
+            self.progress("load", number, len(files))
+        holders: dict[str, set[str]] = {}
+        for _path, source, loaded in read:
+            for part in loaded.documents:
+                holders.setdefault(part.metadata["doc_id"], set()).add(source)
+        previous = self.manifest.get(holders)
+        complete = [source for _path, source, loaded in read if loaded.complete]
+        docs: dict[str, list[TextDocument]] = {}
+        for path, source, loaded in read:
+            base = file_doc_id(path)
+            for part in loaded.documents:
+                doc_id = part.metadata["doc_id"]
+                first = docs.get(doc_id)
+                if first:
+                    # Pages of one PDF share an id; anything else sharing one is a duplicate.
+                    if first[0].metadata["source"] == source and "record" not in part.metadata:
+                        first.append(part)
+                    else:
+                        reason = f"duplicate document id {doc_id!r} (first in {first[0].metadata['source']})"
+                        report.skipped.append(_problem_at(path, part, reason))
+                    continue
+                record = previous.get(doc_id)
+                owner = _stored_source(record.source_path) if record else source
+                # Only a record's own id can clash across files: a derived id hashes its file's path.
+                given = doc_id != base and not doc_id.startswith(f"{base}:")
+                if given and owner != source and (owner in holders[doc_id] or owner not in complete):
+                    reason = (
+                        f"duplicate document id {doc_id!r}: already ingested from {record.source_path}; "
+                        "skipped (delete that document first, or give this record another id)"
+                    )
+                    report.skipped.append(_problem_at(path, part, reason))
+                    continue
+                docs[doc_id] = [part]
+        return docs, previous, complete
+
+    def _stored_from(self, sources: Sequence[str], exclude: Collection[str]) -> list[DocumentRecord]:
+        """Manifest records of documents read from `sources` (real paths), less the ids in `exclude`.
+
+        Manifests written before paths were resolved hold them as typed. A relative one is read against the
+        current directory, as the old code did, and trusted only for records whose id does not say they
+        came from another file (a derived id names its file by hash).
+        """
+        if not sources:
+            return []
+        legacy: dict[str, list[str]] = {}
+        for stored in self.manifest.relative_sources():
+            legacy.setdefault(_stored_source(stored), []).append(stored)
+        found: dict[str, DocumentRecord] = {}
+        for source in sources:
+            found.update((r.doc_id, r) for r in self.manifest.from_source(source))
+            base = file_doc_id(Path(source))
+            for stored in legacy.get(source, []):
+                for r in self.manifest.from_source(stored):
+                    if not derived_id(r.doc_id) or r.doc_id == base or r.doc_id.startswith(f"{base}:"):
+                        found.setdefault(r.doc_id, r)
+        return [r for r in found.values() if r.doc_id not in exclude]
 
     def _write_batches(self, batches: list[list[_Pending]], report: IngestReport) -> list[DocumentRecord]:
         """Embed, extract (LOOKAHEAD batches ahead, in the worker) and write each batch; returns what is
@@ -330,6 +383,20 @@ class Ingestor:
         if names:
             self.entity_index.add(list(names), self.embedder.embed(list(names.values()), batch_size=NAME_BATCH))
         report.stages["embed"] += time.perf_counter() - start
+
+
+def _stored_source(stored: str) -> str:
+    """The real path a manifest's source path names; a relative one (from before paths were resolved) is
+    read against the current directory."""
+    return stored if Path(stored).is_absolute() else source_of(Path(stored))
+
+
+def _problem_at(path: Path, part: TextDocument, reason: str) -> LoadProblem:
+    """A problem with one record of a file: by line in JSONL, by position in a JSON list."""
+    number = part.metadata.get("record")
+    if path.suffix.lower() == ".json":
+        return LoadProblem(path, reason, record=number)
+    return LoadProblem(path, reason, line=number)
 
 
 def _as_pending(record: DocumentRecord) -> DocumentRecord:

@@ -135,3 +135,37 @@ def test_ingest_documents_delete_through_the_cli(tmp_path: Path) -> None:
     assert (status["documents"], status["chunks"], status["vectors"], status["entities"]) == (0, 0, 0, 0)
     missing = runner.invoke(app, ["delete", "nope", "--data-dir", str(data_dir)])
     assert missing.exit_code == 1 and "no such document: nope" in missing.stderr
+
+
+def test_a_document_named_like_a_triples_source_never_takes_its_facts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    kb = tmp_path / "kb.tsv"
+    kb.write_text("Ada Lovelace\tborn_in\tLondon\nAda Lovelace\tworked_with\tCharles Babbage\n", encoding="utf-8")
+    posted = tmp_path / "posted.jsonl"  # what POST /ingest/triples stores under its default source
+    posted.write_text('{"head": "Grace Hopper", "relation": "served_in", "tail": "US Navy"}\n', encoding="utf-8")
+    assert runner.invoke(app, ["ingest-triples", str(kb), "--data-dir", str(data_dir)]).exit_code == 0
+    result = runner.invoke(app, ["ingest-triples", str(posted), "--source", "api-triples", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    before = status_json(data_dir)
+    assert (before["entities"], before["relations"]) == (5, 3)
+
+    docs = tmp_path / "docs.jsonl"
+
+    def ingest_docs(second_text: str) -> str:
+        records = [{"id": "kb.tsv", "text": "Notes on the tables."}, {"id": "api-triples", "text": second_text}]
+        docs.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+        run = subprocess.run(
+            [sys.executable, "-m", "app.cli", "ingest", str(docs), "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    assert "2 ingested" in ingest_docs("What was posted.")
+    assert "1 ingested, 1 unchanged" in ingest_docs("What was posted, changed.")  # replaces api-triples
+    deleted = runner.invoke(app, ["delete", "kb.tsv", "api-triples", "--data-dir", str(data_dir)])
+    assert deleted.exit_code == 0, deleted.output
+    after = status_json(data_dir)
+    assert (after["documents"], after["entities"], after["relations"]) == (0, 5, 3)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from langchain_core.documents import Document as TextDocument
 
 from config import Settings
-from graph.store import open_store
+from graph.backends import open_store
 from graph.vectors import VectorIndex
+from ingest.chunking import Chunker
 from ingest.extract import SpacyExtractor
+from ingest.loaders import file_doc_id
 from ingest.pipeline import Ingestor
 from lm.embeddings import Embedder, get_embedder
 from tests.conftest import SHARED_DATA
@@ -177,3 +181,143 @@ def test_vector_index_survives_reopen_and_refuses_another_model(tmp_path: Path) 
     hnsw.add(["a", "b", "c"], vectors[:3])
     assert hnsw.remove(["a"]) == 1
     assert hnsw.search(vectors[1:2], k=1)[0][0][0] == "b"
+
+
+def test_a_document_is_its_real_file_whatever_directory_it_is_named_from(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    (a / "notes.txt").write_text("Ada Lovelace was born in London.")
+    (b / "notes.txt").write_text("Grace Hopper was born in New York.")
+    monkeypatch.chdir(a)
+    workspace.ingestor.ingest([Path("notes.txt")])
+    monkeypatch.chdir(b)
+    report = workspace.ingestor.ingest([Path("notes.txt")])
+    assert (len(report.ingested), report.removed) == (1, [])  # another file of the same name
+    assert workspace.counts()[2] == 2
+    again = workspace.ingestor.ingest([a / "notes.txt", Path("../A/notes.txt"), Path("notes.txt")])
+    assert (len(again.unchanged), again.ingested, again.removed) == (2, [], [])
+    assert {r.source_path for r in workspace.ingestor.manifest.documents()} == {
+        str(a / "notes.txt"),
+        str(b / "notes.txt"),
+    }
+
+    # A record dropped from a file re-ingested under another spelling of its path is removed.
+    records = a / "r.jsonl"
+    records.write_text('{"id": "r1", "text": "Alan Turing studied in Cambridge."}\n{"id": "r2", "text": "Gone soon."}')
+    monkeypatch.chdir(a)
+    workspace.ingestor.ingest([Path("r.jsonl")])
+    records.write_text('{"id": "r1", "text": "Alan Turing studied in Cambridge."}\n')
+    report = workspace.ingestor.ingest([records])
+    assert (report.removed, report.unchanged) == (["r2"], ["r1"])
+
+
+def test_manifests_holding_paths_as_typed_still_work(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, other = tmp_path / "folder", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    records = folder / "r.jsonl"
+    records.write_text('{"id": "r1", "text": "Alan Turing studied in Cambridge."}\n{"id": "r2", "text": "Gone soon."}')
+    (folder / "notes.txt").write_text("Ada Lovelace was born in London.")
+    workspace.ingestor.ingest([records, folder / "notes.txt"])
+    # What older versions stored when run as `cd folder && trellis ingest r.jsonl notes.txt`.
+    with sqlite3.connect(workspace.settings.manifest_path) as db:
+        db.execute("UPDATE documents SET source_path = replace(source_path, ?, '')", (f"{folder}/",))
+    db.close()
+    monkeypatch.chdir(folder)
+    records.write_text('{"id": "r1", "text": "Alan Turing studied in Cambridge."}\n')
+    report = workspace.ingestor.ingest([records, folder / "notes.txt"])
+    assert (report.removed, sorted(report.unchanged)) == (["r2"], sorted(["r1", file_doc_id(folder / "notes.txt")]))
+    assert {r.source_path for r in workspace.ingestor.manifest.documents()} == {
+        str(records),
+        str(folder / "notes.txt"),
+    }
+
+    # An old relative path is read against the current directory, but a file id says which file it was.
+    with sqlite3.connect(workspace.settings.manifest_path) as db:
+        db.execute("UPDATE documents SET source_path = 'notes.txt' WHERE source_path LIKE '%notes.txt'")
+    db.close()
+    (other / "notes.txt").write_text("Grace Hopper was born in New York.")
+    monkeypatch.chdir(other)
+    report = workspace.ingestor.ingest([Path("notes.txt")])
+    assert (len(report.ingested), report.removed) == (1, [])
+    assert workspace.counts()[2] == 3
+
+
+def test_a_record_id_already_ingested_from_another_file_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.json"
+    first.write_text('{"id": "q1", "text": "Ada Lovelace was born in London."}\n')
+    second.write_text(
+        json.dumps([{"id": "q1", "text": "Grace Hopper was born in New York."}, {"id": "q2", "text": "Other."}])
+    )
+    workspace.ingestor.ingest([first])
+    report = workspace.ingestor.ingest([second])
+    clash = (
+        f"{second} (record 1): duplicate document id 'q1': already ingested from {first}; "
+        "skipped (delete that document first, or give this record another id)"
+    )
+    assert ([str(p) for p in report.skipped], report.ingested) == ([clash], ["q2"])
+    assert workspace.store.get_chunks(["q1#0"])[0].text.startswith("Ada Lovelace")
+    # Named in one run, the file that has it keeps it, whichever comes first.
+    report = workspace.ingestor.ingest([second, first])
+    assert ([str(p) for p in report.skipped], sorted(report.unchanged)) == ([clash], ["q1", "q2"])
+    # A record may move when the file it was in is re-read without it.
+    first.write_text('{"id": "q3", "text": "Alan Turing studied in Cambridge."}\n')
+    report = workspace.ingestor.ingest([second, first])
+    assert (report.skipped, sorted(report.ingested), report.removed) == ([], ["q1", "q3"], [])
+    assert workspace.store.get_chunks(["q1#0"])[0].text.startswith("Grace Hopper")
+    assert {r.doc_id: r.source_path for r in workspace.ingestor.manifest.documents()}["q1"] == str(second)
+
+
+def test_bad_json_and_oversized_files_are_skipped_and_the_rest_ingested(
+    tmp_path: Path, embedder: Embedder, extractor: SpacyExtractor
+) -> None:
+    space = Workspace(tmp_path, embedder, extractor, max_document_mb=0.02)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.txt").write_text("Ada Lovelace was born in London.")
+    (docs / "big.txt").write_text("Grace Hopper was born in New York. " * 700)  # 24.5 kB
+    (docs / "deep.json").write_text("[" * 5_000 + "]" * 5_000)
+    (docs / "huge.jsonl").write_text('{"text": "Alan Turing.", "n": ' + "9" * 5_000 + "}\n")
+    try:
+        report = space.ingestor.ingest([docs])
+        assert sorted((p.path.name, p.reason.split(":")[0]) for p in report.skipped) == [
+            ("big.txt", "too large"),
+            ("deep.json", "not usable JSON"),
+            ("huge.jsonl", "not usable JSON"),
+        ]
+        assert (report.ingested, space.counts()[2]) == ([file_doc_id(docs / "good.txt")], 1)
+    finally:
+        space.close()
+
+
+def test_chunking_a_long_run_without_spaces_is_linear(embedder: Embedder) -> None:
+    calls = [0]
+
+    def count(text: str) -> int:
+        calls[0] += 1
+        return embedder.count_tokens(text)
+
+    chunker = Chunker(count, chunk_tokens=200, overlap_tokens=32)
+    blob = "".join(f"{n:x}+/" for n in range(20_000))  # ~100k characters, no space or newline
+    text = f"A first paragraph.\n\n{blob}\n\nThe end."
+    chunks = chunker.split([TextDocument(page_content=text, metadata={"doc_id": "d"})])
+    assert calls[0] < 3_000  # the splitter alone measured every character: ~200,000 calls
+    assert (chunks[0].text, chunks[-1].text) == ("A first paragraph.", "The end.")
+    assert all(embedder.count_tokens(c.text) <= 200 for c in chunks)
+    # The run is covered in order, without gaps (consecutive pieces overlap).
+    start = end = 0
+    for chunk in chunks[1:-1]:
+        start = blob.index(chunk.text, start)
+        assert start <= end
+        end = start + len(chunk.text)
+    assert end == len(blob)
+    # Text without such runs splits as before.
+    plain = "Ada Lovelace was born in London. " * 200
+    assert [c.text for c in chunker.split([TextDocument(page_content=plain, metadata={"doc_id": "d"})])] == [
+        t.strip() for t in chunker._splitter.split_text(plain)
+    ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ingest.loaders import discover, file_doc_id, load_file
+import pytest
+
+from ingest.loaders import discover, file_doc_id, find_files, load_file
 
 
 def make_pdf(pages: list[str]) -> bytes:
@@ -112,3 +114,75 @@ def test_discover_recurses_and_filters(tmp_path: Path) -> None:
     assert names(discover([tmp_path])) == ["a.md", "sub/b.txt", "sub/deep/c.html", "sub/e.md"]
     assert names(discover([tmp_path], include=["*.md"])) == ["a.md", "sub/e.md"]
     assert names(discover([tmp_path], exclude=["sub/**"])) == ["a.md"]
+
+
+def test_json_too_deep_or_with_huge_numbers_is_a_bad_file_not_a_crash(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    huge = "1" * 5_000
+    (tmp_path / "deep.json").write_text(deep, encoding="utf-8")
+    (tmp_path / "huge.json").write_text(f'[{{"text": "fine"}}, {{"text": "n", "n": {huge}}}]', encoding="utf-8")
+    (tmp_path / "mixed.jsonl").write_text(f'{{"text": "fine"}}\n{deep}\n{{"text": "x", "id": {huge}}}\n')
+    assert [str(p) for p in load_file(tmp_path / "deep.json").problems] == [
+        f"{tmp_path / 'deep.json'}: not usable JSON: nested too deeply"
+    ]
+    huge_file = load_file(tmp_path / "huge.json")
+    assert (huge_file.documents, [str(p) for p in huge_file.problems]) == (
+        [],
+        [f"{tmp_path / 'huge.json'}: not usable JSON: a number has too many digits"],
+    )
+    mixed = load_file(tmp_path / "mixed.jsonl")
+    assert [d.page_content for d in mixed.documents] == ["fine"]
+    assert [str(p) for p in mixed.problems] == [
+        f"{tmp_path / 'mixed.jsonl'}:2: not usable JSON: nested too deeply",
+        f"{tmp_path / 'mixed.jsonl'}:3: not usable JSON: a number has too many digits",
+    ]
+
+
+def test_a_file_over_the_size_limit_is_reported_not_read(tmp_path: Path) -> None:
+    (tmp_path / "big.txt").write_text("word " * 400, encoding="utf-8")
+    [problem] = load_file(tmp_path / "big.txt", max_bytes=1_000).problems
+    assert str(problem) == f"{tmp_path / 'big.txt'}: too large: over the 0.001 MB limit (TRELLIS_MAX_DOCUMENT_MB)"
+    assert load_file(tmp_path / "big.txt", max_bytes=2_000).problems == []
+
+
+def test_record_ids_in_the_triples_namespace_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"id": "triples:kb.tsv", "text": "x"}\n{"id": "kb.tsv", "text": "y"}\n')
+    loaded = load_file(tmp_path / "r.jsonl")
+    assert [d.metadata["doc_id"] for d in loaded.documents] == ["kb.tsv"]
+    assert [str(p) for p in loaded.problems] == [
+        f"{tmp_path / 'r.jsonl'}:1: 'id' may not begin with 'triples:' (kept for triples sources)"
+    ]
+
+
+def test_a_file_is_known_by_its_real_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a" / "notes.txt")
+    monkeypatch.chdir(tmp_path / "a")
+    ways = [Path("notes.txt"), tmp_path / "a" / "notes.txt", Path("../a/notes.txt"), tmp_path / "link.txt"]
+    assert {load_file(p).documents[0].metadata["source"] for p in ways} == {str(tmp_path / "a" / "notes.txt")}
+    assert {file_doc_id(p) for p in ways} == {file_doc_id(tmp_path / "a" / "notes.txt")}
+
+
+def test_links_out_of_a_directory_are_refused_and_each_file_is_found_once(tmp_path: Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    (tree / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (tree / "sub" / "a.txt").write_text("a", encoding="utf-8")
+    (outside / "secret.txt").write_text("secret", encoding="utf-8")
+    (tree / "in.txt").symlink_to(tree / "sub" / "a.txt")  # sorts before sub/a.txt
+    (tree / "out.txt").symlink_to(outside / "secret.txt")
+    (tree / "outdir").symlink_to(outside, target_is_directory=True)
+    (tree / "subdir").symlink_to(tree / "sub", target_is_directory=True)
+    (tree / "broken.md").symlink_to(tree / "missing.md")
+    files, refused = find_files([tree])
+    assert files == [tree / "sub" / "a.txt"]
+    assert [str(p) for p in refused] == [
+        f"{tree / 'broken.md'}: broken symbolic link (its target does not exist)",
+        f"{tree / 'out.txt'}: symbolic link to a file outside {tree} ({outside / 'secret.txt'}): not followed",
+        f"{tree / 'outdir'}: symbolic link to a directory outside {tree} ({outside}): not followed",
+    ]
+    # A link named on the command line is the user's choice; one file reached twice is still one file.
+    files, refused = find_files([tree / "out.txt", tree / "in.txt", tree])
+    assert files == [tree / "out.txt", tree / "sub" / "a.txt"]
+    assert [p.path.name for p in refused] == ["broken.md", "outdir"]
