@@ -1,18 +1,26 @@
-"""The agent: a LangGraph StateGraph of route -> retrieve -> arbitrate -> generate -> answer.
+"""The agent: a LangGraph StateGraph of intake -> route -> retrieve -> arbitrate -> generate -> answer.
 
 Nodes are plain functions of the state returning a partial state; the shared store and models reach them
 through `Resources`, bound when the graph is built. An unsupported document answer loops back to retrieve
 with more chunks, for at most `MAX_ROUNDS` rounds.
+
+The graph takes a `question`, or LangGraph's chat convention: a `messages` list whose last human message is
+the question. Either way it returns the result's keys (`answer`, `answers`, `used_paths`, `citations`, ...)
+and appends an AI message to `messages` whose `response_metadata["trellis"]` holds the result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
@@ -26,9 +34,10 @@ from agents.generation import (
 )
 from agents.resources import Resources
 from agents.retrieval import constraint_path, graph_candidates, link_entities, path_record
-from agents.state import AgentState, Turn
+from agents.state import AgentInput, AgentState, Turn
 
 MAX_ROUNDS = 2
+KEPT_TURNS = 20  # turns of a thread kept in its state (conversation and messages alike)
 MAX_ANSWERS = 200  # answers listed for a chain that reaches many entities
 PRONOUNS = re.compile(r"\b(it|its|he|him|his|she|her|they|them|their|that|this|there)\b", re.IGNORECASE)
 DOCUMENTS_ONLY = re.compile(r"\b(use|using|from|according to) (only )?(the )?(documents?|passages?|sources?)\b", re.I)
@@ -49,6 +58,49 @@ def instruction_of(question: str) -> str | None:
     if DOCUMENTS_ONLY.search(question):
         return "documents_only"
     return None
+
+
+def _text(message: AnyMessage) -> str:
+    return str(message.text)  # text content blocks joined; images and other blocks dropped
+
+
+def turns_of(messages: list[AnyMessage]) -> list[Turn]:
+    """Human/AI pairs as agent turns, oldest first: a human message is answered by the AI message that follows
+    it before the next human message (an unanswered one keeps an empty answer); other roles are skipped."""
+    turns: list[Turn] = []
+    awaiting_reply = False
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            turns.append({"question": _text(message), "answer": ""})
+            awaiting_reply = True
+        elif isinstance(message, AIMessage) and awaiting_reply:
+            turns[-1]["answer"] = _text(message)
+            awaiting_reply = False
+    return turns[-KEPT_TURNS:]
+
+
+def intake(resources: Resources, state: AgentState) -> dict[str, Any]:
+    """This turn's question: a new human message (one after the last AI message, not taken up by an earlier
+    run of the thread), else `question`.
+
+    A question from `messages` brings the conversation with it (the earlier human/AI pairs); a question given
+    as `question` keeps the conversation handed in or checkpointed, and enters `messages` as a human message
+    so that a thread's messages stay in pairs whichever way its turns came in.
+    """
+    messages = state.get("messages") or []
+    for at in range(len(messages) - 1, -1, -1):
+        message = messages[at]
+        if isinstance(message, AIMessage):
+            break
+        if isinstance(message, HumanMessage):
+            if message.id is not None and message.id == state.get("_asked"):  # type: ignore[typeddict-item]
+                break  # a run of this thread took it up and died before answering: not this turn's question
+            return {"question": _text(message), "conversation": turns_of(messages[:at]), "_asked": message.id}
+    question = state.get("question")
+    if not isinstance(question, str):
+        raise ValueError("no question: pass `question`, or `messages` ending with a human message")
+    asked = HumanMessage(question, id=uuid.uuid4().hex)
+    return {"messages": [asked], "_asked": asked.id}
 
 
 def route(resources: Resources, state: AgentState) -> dict[str, Any]:
@@ -255,33 +307,45 @@ def after_generate(state: AgentState) -> str:
 def answer(resources: Resources, state: AgentState) -> dict[str, Any]:
     conversation = list(state.get("conversation") or [])
     conversation.append({"question": state["question"], "answer": state.get("answer", "")})
-    return {
-        "conversation": conversation[-20:],
+    update: dict[str, Any] = {
+        "conversation": conversation[-KEPT_TURNS:],
         "citations": state.get("citations", []) if state["route"] == "documents" else [],
         "used_paths": state.get("used_paths", []) if state["route"] == "graph" else [],
         "_graph": None,  # this turn's working data stays out of the conversation's checkpoints
         "_evidence": None,
     }
+    # The result rides in the AI message for chat front ends; the trace stays in the state's `trace` (a
+    # thread's checkpoints would otherwise keep one per turn).
+    result = {key: value for key, value in result_of({**state, **update}).items() if key != "trace"}
+    reply = AIMessage(result["answer"], response_metadata={"trellis": result}, id=uuid.uuid4().hex)
+    # A thread keeps its last KEPT_TURNS turns of messages, as it does of the conversation.
+    old = (state.get("messages") or [])[: -(2 * KEPT_TURNS - 1)]
+    update["messages"] = [*(RemoveMessage(m.id) for m in old if m.id is not None), reply]
+    return update
 
 
 class _State(AgentState, total=False):
     _graph: Any  # GraphCandidates of this turn (not checkpointed beyond the run)
     _evidence: Any  # agents.documents.Evidence of this turn
+    _asked: str | None  # id of the human message this turn answers (a failed run's is not asked again)
 
 
 def build_graph(resources: Resources, checkpointer: Any = None) -> Any:
     """The compiled agent graph bound to `resources` (and a checkpointer for multi-turn memory)."""
     nodes: dict[str, Callable[..., dict[str, Any]]] = {
+        "intake": intake,
         "route": route,
         "retrieve": retrieve,
         "arbitrate": arbitrate,
         "generate": generate,
         "answer": answer,
     }
-    builder = StateGraph(_State)
+    # input and output schemas name what callers see (LangGraph Studio's forms): not the turn's working data
+    builder = StateGraph(_State, input_schema=AgentInput, output_schema=AgentState)
     for name, node in nodes.items():
         builder.add_node(name, partial(node, resources))
-    builder.add_edge(START, "route")
+    builder.add_edge(START, "intake")
+    builder.add_edge("intake", "route")
     builder.add_edge("route", "retrieve")
     builder.add_edge("retrieve", "arbitrate")
     builder.add_edge("arbitrate", "generate")
@@ -341,8 +405,35 @@ def ask(
     return result
 
 
-def make_graph() -> Any:
-    """Factory for LangGraph tooling (`langgraph.json`): the agent over the store that TRELLIS_* settings name."""
-    from config import load_settings
+_SERVED: dict[str, Any] = {}  # make_graph's graph and the resources under it, for this process
+_SERVED_LOCK = threading.Lock()
 
-    return build_graph(Resources.open(load_settings()))
+
+def make_graph() -> Any:
+    """Factory for LangGraph tooling (`langgraph.json`): the agent over the store that TRELLIS_* settings name.
+
+    LangGraph Server calls a factory for every run and schema request, so the graph is built once per process
+    (its store opened read-only, serialised across the server's threads). A data directory with nothing in it
+    yet gets an empty embedded store, so that a fresh checkout's `langgraph dev` starts and answers from the
+    model alone until something is ingested (then restart it to read the new data).
+    """
+    from config import load_settings
+    from graph.backends import open_store
+    from graph.store import SerialisedStore
+
+    with _SERVED_LOCK:
+        if "graph" not in _SERVED:
+            settings = load_settings()
+            if settings.backend == "embedded" and not settings.graph_path.exists():
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+                open_store(settings).close()  # creates the empty store
+            store = SerialisedStore(open_store(settings, read_only=True))
+            _SERVED["resources"] = Resources.open(settings, store)  # type: ignore[arg-type]
+            _SERVED["graph"] = build_graph(_SERVED["resources"])
+        return _SERVED["graph"]
+
+
+async def make_graph_async() -> Any:
+    """`make_graph` for LangGraph Server (`langgraph.json`), whose event loop must not block: the store and
+    indexes open in a worker thread (the graph's own nodes already run in one)."""
+    return await asyncio.to_thread(make_graph)

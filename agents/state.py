@@ -1,8 +1,16 @@
-"""What flows through the agent graph: one typed state, filled in node by node."""
+"""What flows through the agent graph: one typed state, filled in node by node.
+
+The TypedDicts come from typing_extensions: pydantic (which LangGraph uses to describe a graph's input and
+output as JSON schema, for LangGraph Studio and Server) refuses typing.TypedDict before Python 3.12.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 Route = Literal["graph", "documents", "parametric"]
 Source = Literal["graph", "context", "parameters", "none"]
@@ -44,8 +52,19 @@ class Turn(TypedDict):
     answer: str
 
 
+class AgentInput(TypedDict, total=False):
+    """What a caller hands in: a `question`, or a `messages` list whose last human message is the question
+    (LangChain messages or {"role", "content"} dicts; earlier human/AI pairs are the conversation)."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    conversation: list[Turn]  # earlier turns, for callers that keep the history themselves
+
+
 class AgentState(TypedDict, total=False):
     question: str
+    # the thread as chat messages: each turn's human message, then an AI message carrying the result
+    messages: Annotated[list[AnyMessage], add_messages]
     conversation: list[Turn]  # earlier turns of this thread, oldest first
     instruction: Literal["documents_only", "no_documents", "graph_only"] | None
     route: Route
