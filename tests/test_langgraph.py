@@ -208,11 +208,17 @@ def test_langgraph_dev_serves_the_agent(data_dir: Path, tmp_path: Path) -> None:
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGSMITH_TRACING": "false",
     }
+    # `langgraph dev` reads the config's paths against its working directory and keeps its own state there
+    # (.langgraph_api/): it runs in the test's folder, on langgraph.json with those paths made absolute
+    config = json.loads((ROOT / "langgraph.json").read_text(encoding="utf-8"))
+    config["dependencies"] = [str(ROOT / dependency) for dependency in config["dependencies"]]
+    config["graphs"] = {name: str(ROOT / spec) for name, spec in config["graphs"].items()}
+    (tmp_path / "langgraph.json").write_text(json.dumps(config), encoding="utf-8")
     command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser", "--no-reload"]
     with log.open("wb") as output:
         server = subprocess.Popen(
             [*command, "--port", str(_free_port())],
-            cwd=ROOT,
+            cwd=tmp_path,
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
