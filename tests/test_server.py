@@ -490,3 +490,23 @@ def test_unexpected_errors_become_json_500(tmp_path: Path) -> None:
     assert response.status_code == 500
     assert response.json()["error"]["message"] == "internal error (RuntimeError)"
     assert "secret" not in response.text
+
+
+def test_a_document_named_like_a_triples_source_never_takes_its_facts_through_the_api(client: httpx.Client) -> None:
+    triples = [{"head": "Kestrel Bay", "relation": "directed_by", "tail": "Ivo Marsh"}]
+    posted = client.post("/ingest?wait=true", json={"triples": triples})  # the default source, api-triples
+    assert posted.status_code == 200, posted.text
+    upload = client.post(
+        "/ingest?wait=true", files={"files": ("films.tsv", b"Kestrel Bay\twritten_by\tNora Vale\n", "text/plain")}
+    )
+    assert upload.status_code == 200, upload.text
+    before = client.get("/status").json()["relations"]
+    records = [{"id": "api-triples", "text": "A note on a bay."}, {"id": "films.tsv", "text": "A note on films."}]
+    lines = "\n".join(json.dumps(r) for r in records).encode()
+    documents = client.post("/ingest?wait=true", files={"files": ("notes.jsonl", lines, "application/json")})
+    assert sorted(documents.json()["report"]["ingested"]) == ["api-triples", "films.tsv"]
+    for doc_id in ("api-triples", "films.tsv"):
+        assert client.delete(f"/documents/{doc_id}").json() == {"deleted": doc_id}
+    assert client.get("/status").json()["relations"] == before
+    result = client.post("/ask", json={"question": "who directed [Kestrel Bay]"}).json()
+    assert result["answer"] == "Ivo Marsh"
