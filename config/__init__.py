@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     model_cache: Path | None = Field(
-        None, description="Where converted model weights are kept (default: <data_dir>/models)."
+        None,
+        description="Where converted model weights are kept, shared by every data directory "
+        "(default: $XDG_CACHE_HOME/trellis/models, else ~/.cache/trellis/models).",
     )
     chunk_tokens: int = Field(200, gt=16, description="Chunk size in embedding-model tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
@@ -137,7 +140,11 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.model_cache or self.data_dir / "models"
+        """Converted model weights, shared by every data directory of this user (a GGUF is converted once)."""
+        if self.model_cache:
+            return self.model_cache
+        user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return user_cache / "trellis" / "models"
 
     @property
     def manifest_path(self) -> Path:

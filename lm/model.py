@@ -93,7 +93,9 @@ class LanguageModel:
         """A safetensors copy of a GGUF model, made on first use (atomically: built aside, then renamed)."""
         if cache_dir is None:
             return source
-        target = cache_dir / Path(self.name).stem
+        # Stored in the precision it runs in (a bf16 copy is half a float32 one); one copy per precision.
+        precision = str(self.dtype).removeprefix("torch.")
+        target = cache_dir / f"{Path(self.name).stem}-{precision}"
         if (target / "config.json").exists():
             return ModelSource(str(target))
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,7 +104,7 @@ class LanguageModel:
         shutil.rmtree(building, ignore_errors=True)
         with _quiet_gguf(source):
             tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-            model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=self.dtype)
         # A model loaded from GGUF refuses save_pretrained while it still carries the GGUF quantizer state.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
