@@ -57,14 +57,15 @@ class Resources:
         from lm.embeddings import get_embedder
 
         with _LOADING:
-            return get_embedder(self.settings.embedding_model, self.settings.device)
+            return get_embedder(self.settings.embedding_model, self.settings.device, self.settings.cpu_threads)
 
     @cached_property
     def model(self) -> LanguageModel:
         from lm.model import get_language_model
 
         with _LOADING:
-            return get_language_model(self.settings.llm_model, self.settings.model_cache_dir, self.settings.device)
+            s = self.settings
+            return get_language_model(s.llm_model, s.model_cache_dir, s.device, s.cpu_threads)
 
     @cached_property
     def nlp(self) -> Any:

@@ -155,7 +155,7 @@ def ingest(
     settings = _settings(data_dir)
     with _writing(settings) as store, _progress() as progress:
         loading = progress.add_task("models", total=None)
-        embedder = get_embedder(settings.embedding_model, settings.device)
+        embedder = get_embedder(settings.embedding_model, settings.device, settings.cpu_threads)
         extractor = SpacyExtractor()
         progress.update(loading, total=1, completed=1)
         ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))

