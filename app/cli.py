@@ -210,7 +210,14 @@ def documents(
         for row in rows:
             out.print(json.dumps(row, ensure_ascii=False), highlight=False, soft_wrap=True)
         return
-    table = Table("doc_id", "title", "source", "chunks", "state", title=f"{len(rows):,} documents")
+    table = Table(title=f"{len(rows):,} documents")
+    # Ids are printed whole, never cut short, so they can be pasted into `trellis delete`; titles give way.
+    widest_id = max((len(row["doc_id"]) for row in rows), default=6)
+    table.add_column("doc_id", no_wrap=True, min_width=widest_id)
+    table.add_column("title", overflow="ellipsis", max_width=40)
+    table.add_column("source", overflow="fold")
+    table.add_column("chunks", justify="right")
+    table.add_column("state")
     for row in rows:
         table.add_row(row["doc_id"], row["title"], row["source"], str(row["chunks"]), row["state"])
     out.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -169,3 +170,17 @@ def test_a_document_named_like_a_triples_source_never_takes_its_facts(tmp_path: 
     assert deleted.exit_code == 0, deleted.output
     after = status_json(data_dir)
     assert (after["documents"], after["entities"], after["relations"]) == (0, 5, 3)
+
+
+def test_document_ids_are_listed_whole_on_a_narrow_terminal(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    long_id = "an-unusually-long-record-identifier-that-must-survive-a-narrow-terminal-0042"
+    source = tmp_path / "notes.jsonl"
+    source.write_text(json.dumps({"id": long_id, "title": "T " * 60, "text": "Ada Lovelace was born in London."}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "80"}
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "ingest", str(source), "--data-dir", str(data_dir)], env=env, check=True, timeout=300)
+    listed = subprocess.run(
+        [*cli, "documents", "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert long_id in listed.stdout
