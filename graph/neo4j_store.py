@@ -259,8 +259,8 @@ class Neo4jGraphStore(CypherGraphStore):
         if names := self._legacy_relation_names():
             raise GraphStoreError(
                 f"this Neo4j database holds relations in the old `:RELATION {{type}}` layout ({len(names)} "
-                "relation names); open it once for writing (any Trellis write, e.g. `trellis ingest`) to convert "
-                "them to typed relationships"
+                "relation names); open it once for writing to convert them to typed relationships (any Trellis "
+                "write such as `trellis ingest`, or `open_store(settings).close()` in Python)"
             )
 
     def _legacy_relation_names(self) -> list[str]:
