@@ -465,6 +465,8 @@ class Neo4jGraphStore(CypherGraphStore):
             # Neo4j would store it and silently leave the chunk out of the index.
             raise ValueError("chunk embeddings must be finite")
         dim = int(vectors.shape[1])
+        if self._vector_index_due not in (None, dim):  # an index for other vectors awaits this transaction
+            raise GraphStoreError(f"{dim}-d embeddings after {self._vector_index_due}-d ones in one transaction")
         self._check_vector_index(dim)
         by_id = dict(zip(ids, vectors.tolist(), strict=True))  # a repeated id: the last vector wins
         rows = [{"id": i, "embedding": v} for i, v in by_id.items()]

@@ -356,6 +356,16 @@ def test_inside_a_transaction_the_index_waits_for_its_commit(
     assert len(server.sent(neo4j_store.CREATE_VECTOR_INDEX)) == 1
 
 
+def test_one_transaction_writes_embeddings_of_one_dimension(
+    server: FakeServer, open_store: Callable[..., Neo4jGraphStore]
+) -> None:
+    store = open_store()
+    with pytest.raises(GraphStoreError, match="3-d embeddings after 2-d"), store.transaction():
+        store.write_chunk_embeddings(["c1"], [[1.0, 0.0]])
+        store.write_chunk_embeddings(["c2"], [[1.0, 0.0, 0.0]])
+    assert server.sent(neo4j_store.CREATE_VECTOR_INDEX) == []
+
+
 def test_a_rolled_back_first_write_creates_no_index(
     server: FakeServer, open_store: Callable[..., Neo4jGraphStore]
 ) -> None:
