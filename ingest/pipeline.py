@@ -342,6 +342,9 @@ class Ingestor:
             )
             self.store.upsert_entities(resolved.entities)
             self.store.upsert_chunks(chunks)
+            if self.settings.neo4j_vector_index and self.store.backend == "neo4j":
+                # Chunk vectors in Neo4j too, for neo4j-graphrag's retrievers; FAISS stays what Trellis searches.
+                self.store.write_chunk_embeddings([c.id for c in chunks], vectors)  # type: ignore[attr-defined]
             self.store.upsert_relations(resolved.relations)
         self.index.remove([c for r in records for c in r.chunk_ids])
         self.index.add([c.id for c in chunks], vectors)
