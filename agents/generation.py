@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,17 @@ from lm.constraints import constrained_greedy
 
 ANSWER_TOKENS = 24
 ASK_SHORT = "Answer with a short phrase only."
+# While a caller tallies (the OpenAI endpoint's usage), the token count of every prompt built for the model to
+# read is appended here. A list, so that the contexts LangGraph copies for its nodes add to the caller's.
+PROMPT_TALLY: ContextVar[list[int] | None] = ContextVar("prompt_tally", default=None)
+
+
+def tallied(resources: Resources, prompt: str) -> str:
+    """`prompt`, its tokens counted into PROMPT_TALLY when a caller has set one (else no cost)."""
+    tally = PROMPT_TALLY.get()
+    if tally is not None:
+        tally.append(len(resources.model.encode(prompt)))
+    return prompt
 
 
 @dataclass
@@ -33,7 +45,7 @@ def graph_answer(resources: Resources, question: str, paths: list[Path]) -> Grap
         return None
     model = resources.model
     trie = KGTrie(paths, model.encode, encode_batch=model.encode_batch)
-    prompt = model.chat_prompt(f"{question}\nAnswer with a path of the knowledge graph.")
+    prompt = tallied(resources, model.chat_prompt(f"{question}\nAnswer with a path of the knowledge graph."))
     chosen = constrained_greedy(model, model.encode(prompt) + list(trie.start_ids), trie.trie)
     path = trie.path_of(chosen.segment)
     if path is None:  # cannot happen for a whole trie sequence; kept as a guard
@@ -50,11 +62,11 @@ class TextAnswer:
 
 def context_prompt(resources: Resources, question: str, passages: list[str]) -> str:
     context = "\n\n".join(passages)
-    return resources.model.chat_prompt(f"Context: {context}\n\nQuestion: {question}\n{ASK_SHORT}")
+    return tallied(resources, resources.model.chat_prompt(f"Context: {context}\n\nQuestion: {question}\n{ASK_SHORT}"))
 
 
 def closed_book_prompt(resources: Resources, question: str) -> str:
-    return resources.model.chat_prompt(f"Question: {question}\n{ASK_SHORT}")
+    return tallied(resources, resources.model.chat_prompt(f"Question: {question}\n{ASK_SHORT}"))
 
 
 def document_answer(

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 # -- errors -----------------------------------------------------------------------------------------------------
 
 
-def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
-    """The one error shape (OpenAI clients read error.message)."""
-    return {"error": {"message": message, "type": kind, "code": status}}
+def error_body(
+    status: int, message: str, kind: str, param: str | None = None, code: int | str | None = None
+) -> dict[str, Any]:
+    """The one error shape, OpenAI's: message, type, param (the request field at fault, or null) and code (the
+    HTTP status unless a more precise one is given, e.g. "model_not_found")."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": status if code is None else code}}
 
 
 class QueueFull(HTTPException):

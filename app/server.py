@@ -4,7 +4,7 @@ One process holds the store open for writing and shares it, serialised, between 
 (`app.serving`). Questions run on a small pool of worker threads behind a bounded queue, 429 with
 Retry-After past it (`app.admission`), and a chat thread's turns one at a time; ingestion jobs run one at a
 time on their own thread. Keyless writes come from this machine and this server's own pages only. Every
-error is JSON: {"error": {"message", "type", "code"}}.
+error is JSON in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from agents.generation import PROMPT_TALLY
 from agents.graph import ask
 from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import document_rows, status_report
@@ -56,7 +57,8 @@ MAX_MESSAGES = 256
 class ErrorDetail(BaseModel):
     message: str
     type: str
-    code: int
+    param: str | None = None  # the request field at fault, as OpenAI names it
+    code: int | str  # the HTTP status, or OpenAI's code where it has one ("model_not_found")
 
 
 class ErrorResponse(BaseModel):
@@ -66,10 +68,11 @@ class ErrorResponse(BaseModel):
 
 
 _ERROR_MEANINGS = {
-    400: "malformed request (a body that does not parse, a bad file name or type, no user message)",
+    400: "malformed request (a body that does not parse, a bad file name or type, no user message, an OpenAI "
+    "parameter Trellis refuses: temperature other than 0, n over 1, more than 4 stop strings, max_tokens under 1)",
     401: "the API key is missing or wrong",
     403: "without an API key: a write from another machine, or from a page that is not this server's",
-    404: "no such document, job or page",
+    404: "no such document, job or page; for an OpenAI request, a model other than `trellis` (model_not_found)",
     409: "the chat thread is still answering an earlier turn; see Retry-After",
     413: "request body over the limit",
     415: "unsupported content type",
@@ -87,6 +90,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 QUESTION_ERRORS = errors(400, 422, 429, 503)
 CHAT_ERRORS = errors(400, 409, 422, 429, 503)
+COMPLETION_ERRORS = errors(400, 404, 422, 429, 503)
 # Event-stream schemas describe one event (Open API before 3.2), whose `data` is a JSON document.
 CHAT_EVENT = {
     "type": "object",
@@ -136,6 +140,14 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
+class OpenAIRefusal(HTTPException):
+    """A request the OpenAI endpoint refuses, with the error type and param OpenAI clients read."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(status, message)
+        self.param, self.code = param, code
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     kinds = {
         400: "invalid_request",
@@ -151,6 +163,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
         body = error_body(error.status_code, str(error.detail), kinds.get(error.status_code, "error"))
+        if isinstance(error, OpenAIRefusal):
+            body = error_body(error.status_code, str(error.detail), "invalid_request_error", error.param, error.code)
         if isinstance(error, QueueFull):
             body["error"]["type"] = "queue_full"
             body["error"]["outstanding"] = error.outstanding
@@ -209,12 +223,111 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class CompletionRequest(BaseModel):
     model: str = MODEL_NAME
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    # No lower bound here: an empty list is refused by the endpoint with OpenAI's 400, not a validation 422.
+    messages: list[ChatMessage] = Field(max_length=MAX_MESSAGES)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens; wins when both are given
+    temperature: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
 
-    model_config = {"extra": "allow"}  # temperature, max_tokens, ... are accepted and ignored
+    # Other OpenAI parameters are accepted and have no effect (top_p, penalties, seed, user, ...): decoding is
+    # greedy under the graph constraint, so sampling parameters change nothing.
+    model_config = {"extra": "allow"}
+
+
+MAX_STOP_STRINGS = 4  # as OpenAI
+
+
+def completion_limits(body: CompletionRequest) -> tuple[list[str], int | None]:
+    """(stop strings, token limit) of a request, after refusing what Trellis cannot honour the way OpenAI
+    clients expect: an unknown model (404), no messages, sampling, several choices, a limit under one token."""
+    if body.model != MODEL_NAME:
+        raise OpenAIRefusal(
+            404,
+            f"The model `{body.model}` does not exist: this server answers as `{MODEL_NAME}` (see GET /v1/models)",
+            "model",
+            "model_not_found",
+        )
+    if not body.messages:
+        raise OpenAIRefusal(400, "messages: at least one message is required", "messages")
+    if body.temperature not in (None, 0):
+        raise OpenAIRefusal(
+            400,
+            f"temperature: {body.temperature} is not supported; Trellis decodes greedily under the knowledge "
+            "graph's constraint, so only 0 (or no temperature) is accepted",
+            "temperature",
+        )
+    if body.n not in (None, 1):
+        raise OpenAIRefusal(400, f"n: {body.n} choices asked for; Trellis writes one answer (n = 1)", "n")
+    limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+    if limit is not None and limit < 1:
+        raise OpenAIRefusal(400, f"{field}: {limit} is below the minimum of 1", field)
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > MAX_STOP_STRINGS:
+        raise OpenAIRefusal(400, f"stop: {len(stops)} strings, over the limit of {MAX_STOP_STRINGS}", "stop")
+    return [stop for stop in stops if stop], limit
+
+
+class AnswerCut:
+    """Cuts an answer, as its text arrives piece by piece, at the first stop string and at `limit` tokens.
+
+    The answer is decoded whole (Trellis's own budget is a few dozen tokens), so a limit is applied to its text:
+    what goes out is never more than `limit` tokens of the model's tokenizer, and `finish` says why it ended.
+    Text that may be the start of a stop string is held back until the next piece settles it."""
+
+    def __init__(
+        self,
+        encode: Callable[[str], list[int]],
+        decode: Callable[[list[int]], str],
+        stops: list[str],
+        limit: int | None,
+    ) -> None:
+        self.encode, self.decode, self.stops, self.limit = encode, decode, stops, limit
+        self.sent = ""  # the text released so far
+        self.held = ""
+        self.finish: Literal["stop", "length"] | None = None  # set when the answer was cut
+
+    def feed(self, piece: str) -> str:
+        """The part of `piece` (with any held text) that may go out now."""
+        if self.finish is not None:
+            return ""
+        text, self.held = self.held + piece, ""
+        found = [at for at in (text.find(stop) for stop in self.stops) if at >= 0]
+        if found:
+            text, self.finish = text[: min(found)], "stop"
+        else:
+            keep = max((n for stop in self.stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
+            text, self.held = text[: len(text) - keep], text[len(text) - keep :]
+        return self._within_limit(text)
+
+    def close(self) -> str:
+        """Whatever was held back, at the end of the answer."""
+        text, self.held = self.held, ""
+        return "" if self.finish is not None else self._within_limit(text)
+
+    def _within_limit(self, text: str) -> str:
+        if self.limit is not None and text:
+            ids = self.encode(self.sent + text)
+            if len(ids) > self.limit:
+                # Decoding a cut inside a character gives U+FFFD: leave that character out.
+                allowed = self.decode(ids[: self.limit]).rstrip("\ufffd")
+                text = allowed[len(self.sent) :] if allowed.startswith(self.sent) else ""
+                self.finish = "length"
+        self.sent += text
+        return text
+
+    def tokens(self) -> int:
+        return len(self.encode(self.sent)) if self.sent else 0
 
 
 def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
@@ -223,7 +336,7 @@ def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, st
     A user message is answered by the assistant message that follows it before the next user message."""
     last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     if last is None:
-        raise HTTPException(400, "messages: no message with role 'user'")
+        raise OpenAIRefusal(400, "messages: no message with role 'user'", "messages")
     turns: deque[dict[str, str]] = deque(maxlen=KEPT_TURNS)
     awaiting_reply = False
     for message in messages[:last]:
@@ -235,7 +348,7 @@ def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, st
             awaiting_reply = False
     question = messages[last].text()
     if len(question) > MAX_QUESTION_CHARS:
-        raise HTTPException(400, f"messages: the last user message is over {MAX_QUESTION_CHARS} characters")
+        raise OpenAIRefusal(400, f"messages: the last user message is over {MAX_QUESTION_CHARS} characters", "messages")
     return question, list(turns)
 
 
@@ -431,52 +544,87 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """The one model name this server answers to (for OpenAI-compatible front ends)."""
         return {"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "trellis"}]}
 
-    @app.post("/v1/chat/completions", tags=["openai"], responses={**COMPLETION_OK, **QUESTION_ERRORS})
+    @app.post("/v1/chat/completions", tags=["openai"], responses={**COMPLETION_OK, **COMPLETION_ERRORS})
     async def completions(body: CompletionRequest) -> Any:
         """OpenAI-compatible chat completion (streaming or not). The last user message is the question;
         earlier user/assistant pairs are the conversation; system messages are ignored. The Trellis result
-        (paths, citations, source) rides along in a `trellis` field that OpenAI clients ignore."""
+        (paths, citations, source) rides along in a `trellis` field that OpenAI clients ignore.
+
+        Honoured: `max_tokens` / `max_completion_tokens` (the answer is cut there, finish_reason "length"),
+        `stop` (up to 4 strings; the answer is cut before the first), `stream_options.include_usage`, and
+        `usage` counting the prompts the model read. Refused with 400: `temperature` other than 0 (decoding is
+        greedy), `n` over 1, empty `messages`; with 404 `model_not_found`: a model other than `trellis`."""
+        stops, limit = completion_limits(body)
         question, turns = conversation_of(body.messages)
         if not question.strip():
-            raise HTTPException(400, "messages: the last user message is empty")
+            raise OpenAIRefusal(400, "messages: the last user message is empty", "messages")
         await check_question_length(question, "messages: the last user message", 400)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        model = service.resources.model
+        cut = AnswerCut(model.encode, model.decode, stops, limit)
 
-        def envelope(kind: str, choice: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        def envelope(kind: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             return {
                 "id": completion_id,
                 "object": kind,
                 "created": created,
                 "model": MODEL_NAME,
-                "choices": [{"index": 0, **choice}],
+                "choices": choices,
                 **extra,
             }
 
+        def choice(**fields: Any) -> list[dict[str, Any]]:
+            return [{"index": 0, **fields}]
+
+        def answered(on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            """The agent's result, with the tokens of every prompt the model read in its trace."""
+            tally: list[int] = []
+            token = PROMPT_TALLY.set(tally)
+            try:
+                result = ask(service.agent, question, conversation=turns, on_event=on_event)
+            finally:
+                PROMPT_TALLY.reset(token)
+            # Only a run that built no prompt (none does today) falls back to the question's own tokens.
+            result["trace"]["prompt_tokens"] = sum(tally) if tally else len(model.encode(question))
+            return result
+
+        def usage(result: dict[str, Any]) -> dict[str, int]:
+            read, written = result["trace"]["prompt_tokens"], cut.tokens()
+            return {"prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written}
+
         if not body.stream:
-            result = await service.gate.submit(lambda: ask(service.agent, question, conversation=turns))
-            encode = service.resources.model.encode
-            asked, answered = len(encode(question)), len(encode(result["answer"])) if result["answer"] else 0
+            result = await service.gate.submit(answered)
+            content = cut.feed(result["answer"]) + cut.close()
             return envelope(
                 "chat.completion",
-                {"message": {"role": "assistant", "content": result["answer"]}, "finish_reason": "stop"},
-                usage={"prompt_tokens": asked, "completion_tokens": answered, "total_tokens": asked + answered},
+                choice(message={"role": "assistant", "content": content}, finish_reason=cut.finish or "stop"),
+                usage=usage(result),
                 trellis=result,
             )
-        events = answer_stream(service, lambda emit: ask(service.agent, question, conversation=turns, on_event=emit))
+        events = answer_stream(service, answered)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
 
         async def stream() -> AsyncIterator[str]:
             chunk = "chat.completion.chunk"
-            yield sse(None, envelope(chunk, {"delta": {"role": "assistant", "content": ""}, "finish_reason": None}))
+
+            def content(text: str) -> str:
+                return sse(None, envelope(chunk, choice(delta={"content": text}, finish_reason=None)))
+
+            yield sse(None, envelope(chunk, choice(delta={"role": "assistant", "content": ""}, finish_reason=None)))
             async for kind, data in events:
-                if kind == "token":
-                    yield sse(None, envelope(chunk, {"delta": {"content": data}, "finish_reason": None}))
-                elif kind == "retract":
-                    # A stream cannot take text back: say that a revised answer follows.
-                    note = "\n\n(revised after more retrieval) "
-                    yield sse(None, envelope(chunk, {"delta": {"content": note}, "finish_reason": None}))
+                # A stream cannot take text back: on a retraction, say that a revised answer follows.
+                piece = {"token": data, "retract": "\n\n(revised after more retrieval) "}.get(kind)
+                if piece is not None:
+                    if released := cut.feed(piece or ""):
+                        yield content(released)
                 elif kind == "done":
-                    yield sse(None, envelope(chunk, {"delta": {}, "finish_reason": "stop"}, trellis=data))
+                    if rest := cut.close():
+                        yield content(rest)
+                    finish = cut.finish or "stop"
+                    yield sse(None, envelope(chunk, choice(delta={}, finish_reason=finish), trellis=data))
+                    if include_usage:  # OpenAI's last chunk: no choices, the usage of the whole completion
+                        yield sse(None, envelope(chunk, [], usage=usage(data)))
                 else:
                     yield sse(None, data)
             yield sse(None, "[DONE]")

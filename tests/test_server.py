@@ -510,3 +510,92 @@ def test_a_document_named_like_a_triples_source_never_takes_its_facts_through_th
     assert client.get("/status").json()["relations"] == before
     result = client.post("/ask", json={"question": "who directed [Kestrel Bay]"}).json()
     assert result["answer"] == "Ivo Marsh"
+
+
+# -- the OpenAI endpoint, faithful to the API ------------------------------------------------------------------
+
+
+def test_answer_cut_holds_a_stop_string_across_pieces_and_counts_the_limit() -> None:
+    from app.server import AnswerCut
+
+    def chars(text: str) -> list[int]:  # one token a character, so the limits are easy to read
+        return [ord(c) for c in text]
+
+    def text(ids: list[int]) -> str:
+        return "".join(map(chr, ids))
+
+    cut = AnswerCut(chars, text, ["END"], None)
+    assert [cut.feed(p) for p in ("abc E", "N", "xy E", "ND zzz")] == ["abc ", "", "ENxy ", ""]
+    assert (cut.sent, cut.finish, cut.close()) == ("abc ENxy ", "stop", "")
+    limited = AnswerCut(chars, text, [], 5)
+    assert [limited.feed(p) for p in ("abc", "def", "g")] == ["abc", "de", ""]
+    assert (limited.finish, limited.tokens()) == ("length", 5)
+    held = AnswerCut(chars, text, ["!!"], None)
+    assert (held.feed("wow!"), held.close(), held.finish) == ("wow", "!", None)
+
+
+def test_openai_endpoint_usage_limits_and_stop(live: LiveServer) -> None:
+    from openai import OpenAI
+
+    encode = live.server.config.app.state.service.resources.model.encode
+    openai = OpenAI(base_url=f"{live.url}/v1", api_key="unused", timeout=120, max_retries=0)
+    messages = [{"role": "user", "content": DOCUMENT_QUESTION}]
+    full = openai.chat.completions.create(model="trellis", messages=messages, temperature=0)
+    answer = full.choices[0].message.content
+    assert full.model_extra["trellis"]["source"] == "context"
+    # The model read the passages (and the closed-book prompt AdaCAD weighs them against), not just the question.
+    assert full.usage.prompt_tokens > 5 * len(encode(DOCUMENT_QUESTION))
+    assert full.usage.prompt_tokens == full.model_extra["trellis"]["trace"]["prompt_tokens"]
+    assert full.usage.completion_tokens == len(encode(answer)) >= 2
+    assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
+
+    short = openai.chat.completions.create(model="trellis", messages=messages, max_tokens=1)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens <= 1
+    assert short.choices[0].message.content and answer.startswith(short.choices[0].message.content)
+
+    stop = answer[1:3]  # found at 1 or before: the answer is cut ahead of it
+    stopped = openai.chat.completions.create(model="trellis", messages=messages, stop=[stop, "never there"])
+    assert stopped.choices[0].message.content == answer[: answer.find(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+
+    chunks = list(
+        openai.chat.completions.create(
+            model="trellis",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=2,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(encode(text)) <= 2
+    assert chunks[-2].choices[0].finish_reason == "length" and answer.startswith(text)
+    assert chunks[-1].usage.prompt_tokens > 5 * len(encode(DOCUMENT_QUESTION))
+
+
+def test_openai_endpoint_refuses_what_it_cannot_honour(live: LiveServer) -> None:
+    import openai as api
+
+    openai = api.OpenAI(base_url=f"{live.url}/v1", api_key="unused", timeout=120, max_retries=0)
+    messages = [{"role": "user", "content": GRAPH_QUESTION}]
+    with pytest.raises(api.NotFoundError) as unknown:
+        openai.chat.completions.create(model="gpt-4o", messages=messages)
+    assert (unknown.value.code, unknown.value.param, unknown.value.type) == (
+        "model_not_found",
+        "model",
+        "invalid_request_error",
+    )
+    refused = [
+        ({"temperature": 0.7}, "temperature"),
+        ({"n": 2}, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ]
+    for extra, param in refused:
+        with pytest.raises(api.BadRequestError) as bad:
+            openai.chat.completions.create(model="trellis", messages=messages, **extra)
+        assert bad.value.param == param and bad.value.type == "invalid_request_error", extra
+        assert bad.value.status_code == 400 and param in bad.value.message
+    with pytest.raises(api.BadRequestError) as empty:
+        openai.chat.completions.create(model="trellis", messages=[])
+    assert empty.value.param == "messages"
