@@ -552,8 +552,9 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
 
         Honoured: `max_tokens` / `max_completion_tokens` (the answer is cut there, finish_reason "length"),
         `stop` (up to 4 strings; the answer is cut before the first), `stream_options.include_usage`, and
-        `usage` counting the prompts the model read. Refused with 400: `temperature` other than 0 (decoding is
-        greedy), `n` over 1, empty `messages`; with 404 `model_not_found`: a model other than `trellis`."""
+        `usage` (prompt tokens: those of the prompts agents/generation.py builds, a lower bound). Refused with
+        400: `temperature` other than 0 (decoding is greedy), `n` over 1, empty `messages`; with 404
+        `model_not_found`: a model other than `trellis`."""
         stops, limit = completion_limits(body)
         question, turns = conversation_of(body.messages)
         if not question.strip():
