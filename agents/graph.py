@@ -16,7 +16,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -64,19 +65,26 @@ def _text(message: AnyMessage) -> str:
     return str(message.text)  # text content blocks joined; images and other blocks dropped
 
 
-def turns_of(messages: list[AnyMessage]) -> list[Turn]:
-    """Human/AI pairs as agent turns, oldest first: a human message is answered by the AI message that follows
-    it before the next human message (an unanswered one keeps an empty answer); other roles are skipped."""
-    turns: list[Turn] = []
+def paired_turns(exchanges: Iterable[tuple[bool, str]]) -> list[Turn]:
+    """The last KEPT_TURNS turns of a chat given as (is it a question?, text) in order, in one pass: a question
+    is answered by the reply that follows it before the next question (an unanswered one keeps an empty
+    answer); a reply to no question is ignored."""
+    turns: deque[Turn] = deque(maxlen=KEPT_TURNS)
     awaiting_reply = False
-    for message in messages:
-        if isinstance(message, HumanMessage):
-            turns.append({"question": _text(message), "answer": ""})
+    for is_question, text in exchanges:
+        if is_question:
+            turns.append({"question": text, "answer": ""})
             awaiting_reply = True
-        elif isinstance(message, AIMessage) and awaiting_reply:
-            turns[-1]["answer"] = _text(message)
+        elif awaiting_reply:
+            turns[-1]["answer"] = text
             awaiting_reply = False
-    return turns[-KEPT_TURNS:]
+    return list(turns)
+
+
+def turns_of(messages: list[AnyMessage]) -> list[Turn]:
+    """Human/AI pairs as agent turns, oldest first (`paired_turns`); other roles are skipped."""
+    chat = (m for m in messages if isinstance(m, HumanMessage | AIMessage))
+    return paired_turns((isinstance(m, HumanMessage), _text(m)) for m in chat)
 
 
 def intake(resources: Resources, state: AgentState) -> dict[str, Any]:

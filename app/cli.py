@@ -84,14 +84,12 @@ def ingest_triples_command(
 
 def _install_schema(schema: Path, settings: Settings) -> None:
     """Check the schema file, then copy it into the data directory atomically."""
-    from agents.patterns import RelationSchema
-    from app.service import write_atomically
+    from app.service import install_schema
 
     try:
-        RelationSchema.load(schema)
+        install_schema(settings, schema)
     except ValueError as error:
         raise _fail(str(error)) from None
-    write_atomically(settings.relation_schema_path, schema.read_bytes())
 
 
 def _progress() -> Progress:

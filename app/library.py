@@ -28,7 +28,7 @@ from agents.graph import ask, build_graph, result_of
 from agents.resources import Resources
 from agents.retriever import TrellisRetriever
 from agents.state import Turn
-from app.service import status_report, write_atomically
+from app.service import install_schema, status_report
 from config import Settings, load_settings
 from graph.backends import open_store
 from graph.store import SerialisedStore
@@ -99,12 +99,9 @@ class Trellis:
 
         A bad line raises `ingest.triples.TripleFileError` and writes nothing, unless `skip_invalid`. `schema`
         is a relation schema JSON (cue words per relation), checked and then installed in the data directory."""
-        from agents.patterns import RelationSchema
-
         self._writable()
         if schema is not None:
-            RelationSchema.load(Path(schema))  # raises ValueError naming what is wrong, before anything changes
-            write_atomically(self.settings.relation_schema_path, Path(schema).read_bytes())
+            install_schema(self.settings, Path(schema))  # ValueError naming what is wrong, before anything changes
             for name in ("schema", "lexicon"):  # cached from the old schema
                 self.resources.__dict__.pop(name, None)
         try:

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +30,8 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from agents.generation import PROMPT_TALLY
-from agents.graph import ask
+from agents.graph import ask, paired_turns
+from agents.state import Turn
 from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import document_rows, status_report
 from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
@@ -49,7 +49,6 @@ MODEL_NAME = "trellis"
 # tokens of the language model's own tokenizer are the limit; characters are a cheap first gate before them.
 MAX_QUESTION_CHARS = 1000
 MAX_QUESTION_TOKENS = 300
-KEPT_TURNS = 20
 # An OpenAI request's messages: more are refused before any is read (20,000 once stalled the server).
 MAX_MESSAGES = 256
 
@@ -330,26 +329,19 @@ class AnswerCut:
         return len(self.encode(self.sent)) if self.sent else 0
 
 
-def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
+def conversation_of(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     """(the last user message, earlier user/assistant pairs as agent turns), in one pass over the messages.
 
     A user message is answered by the assistant message that follows it before the next user message."""
     last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     if last is None:
         raise OpenAIRefusal(400, "messages: no message with role 'user'", "messages")
-    turns: deque[dict[str, str]] = deque(maxlen=KEPT_TURNS)
-    awaiting_reply = False
-    for message in messages[:last]:
-        if message.role == "user":
-            turns.append({"question": message.text()[:MAX_QUESTION_CHARS], "answer": ""})
-            awaiting_reply = True
-        elif message.role == "assistant" and awaiting_reply:
-            turns[-1]["answer"] = message.text()[:MAX_QUESTION_CHARS]
-            awaiting_reply = False
+    chat = (m for m in messages[:last] if m.role in ("user", "assistant"))
+    turns = paired_turns((m.role == "user", m.text()[:MAX_QUESTION_CHARS]) for m in chat)
     question = messages[last].text()
     if len(question) > MAX_QUESTION_CHARS:
         raise OpenAIRefusal(400, f"messages: the last user message is over {MAX_QUESTION_CHARS} characters", "messages")
-    return question, list(turns)
+    return question, turns
 
 
 # -- server-sent events -----------------------------------------------------------------------------------------

@@ -25,6 +25,15 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary.name, path)
 
 
+def install_schema(settings: Settings, schema: Path) -> None:
+    """Check a relation schema file (ValueError naming what is wrong), then copy it into the data directory
+    atomically; nothing changes when it is bad."""
+    from agents.patterns import RelationSchema
+
+    RelationSchema.load(schema)
+    write_atomically(settings.relation_schema_path, schema.read_bytes())
+
+
 def status_report(settings: Settings, store: GraphStore | None = None) -> dict[str, Any]:
     """Backend, data directory, and counts of entities, relations, documents, chunks and vectors.
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from langchain_core.documents import Document as TextDocument
@@ -87,15 +88,25 @@ class Ingestor:
         self.settings, self.store, self.embedder, self.extractor = settings, store, embedder, extractor
         self.progress: ProgressFn = progress or (lambda _stage, _done, _total: None)
         self.manifest = Manifest(settings.manifest_path)
-        dim, model = (embedder.dim, embedder.name) if embedder else (None, None)
-        self.index = VectorIndex(settings.vectors_path, dim, model, settings.vector_index)
-        self.entity_index = VectorIndex(settings.entity_vectors_path, dim, model, "flat")
+        self._index_model = (embedder.dim, embedder.name) if embedder else (None, None)
         self.chunker = (
             Chunker(embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap) if embedder else None
         )
         self._report = IngestReport()
         self._unindexed: dict[str, str] = {}  # id -> name of entities written but not yet in the name index
         self._embedded = self._to_embed = 0
+
+    # The vector indexes are read from disk when first used: recovering with nothing pending (every server
+    # start, every library open) then reads neither.
+    @cached_property
+    def index(self) -> VectorIndex:
+        """The chunk vectors."""
+        return VectorIndex(self.settings.vectors_path, *self._index_model, self.settings.vector_index)
+
+    @cached_property
+    def entity_index(self) -> VectorIndex:
+        """The entity-name vectors, for linking."""
+        return VectorIndex(self.settings.entity_vectors_path, *self._index_model, "flat")
 
     def close(self) -> None:
         self.manifest.close()
@@ -138,8 +149,9 @@ class Ingestor:
 
     def _save_indexes(self) -> None:
         start = time.perf_counter()
-        self.index.save()
-        self.entity_index.save()
+        for name in ("index", "entity_index"):
+            if name in self.__dict__:  # an index never read holds nothing new
+                self.__dict__[name].save()
         self._report.stages["index_save"] += time.perf_counter() - start
 
     # -- ingestion --------------------------------------------------------------------------------
@@ -235,7 +247,7 @@ class Ingestor:
                 record = previous.get(doc_id)
                 owner = _stored_source(record.source_path) if record else source
                 # Only a record's own id can clash across files: a derived id hashes its file's path.
-                given = doc_id != base and not doc_id.startswith(f"{base}:")
+                given = not _derived_from(doc_id, base)
                 if given and owner != source and (owner in holders[doc_id] or owner not in complete):
                     reason = (
                         f"duplicate document id {doc_id!r}: already ingested from {record.source_path}; "
@@ -264,7 +276,7 @@ class Ingestor:
             base = file_doc_id(Path(source))
             for stored in legacy.get(source, []):
                 for r in self.manifest.from_source(stored):
-                    if not derived_id(r.doc_id) or r.doc_id == base or r.doc_id.startswith(f"{base}:"):
+                    if not derived_id(r.doc_id) or _derived_from(r.doc_id, base):
                         found.setdefault(r.doc_id, r)
         return [r for r in found.values() if r.doc_id not in exclude]
 
@@ -392,6 +404,11 @@ def _stored_source(stored: str) -> str:
     """The real path a manifest's source path names; a relative one (from before paths were resolved) is
     read against the current directory."""
     return stored if Path(stored).is_absolute() else source_of(Path(stored))
+
+
+def _derived_from(doc_id: str, file_id: str) -> bool:
+    """Whether `doc_id` is the id derived from the file whose id is `file_id`, or one of its records'."""
+    return doc_id == file_id or doc_id.startswith(f"{file_id}:")
 
 
 def _problem_at(path: Path, part: TextDocument, reason: str) -> LoadProblem:

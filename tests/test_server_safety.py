@@ -15,8 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from agents.graph import KEPT_TURNS
 from app.admission import ThreadBusy, TurnLocks
-from app.server import KEPT_TURNS, ChatMessage, conversation_of, create_app
+from app.server import ChatMessage, conversation_of, create_app
 from app.service import document_rows, status_report
 from tests.test_server import server_settings
 
