@@ -49,6 +49,7 @@ QUANTITY_WORDS = frozenset(["many", "much", "number", "old", "age", "count", "am
 FLOOR, CEIL, SUPPORT = 0.35, 0.8, 0.3
 TARGET_SUPPORT = 0.5  # the answer-type word ("which [genres]") must name a hop this plainly to ask for it
 LEXICAL, CUE = 0.9, 1.0  # a shared stem with the relation's own words; a schema cue
+RETURN = 0.5  # a chain that goes out and back where a return word asks for it
 SURPLUS = 0.3  # a word naming one more hop of a relation than the chain takes ("directed ... the director of")
 KIND_SAMPLE = 3  # end entities per chain whose incoming relations say what kind of thing the chain reaches
 
@@ -339,8 +340,10 @@ class QuestionCues:
         leading into them, and a schema's type words (or a dotted name's type part) for either end."""
         token = self.tokens[self.content[k]]
         best = max((self.relevance[r][k] for r in kind.into if r in self.relevance), default=0.0)
-        # below SUPPORT a similarity is noise: "movies" is no better a word for actors than for anything
-        best = best if best >= SUPPORT else 0.0
+        # A word must name what a relation leads to plainly to say the chain's ends are that: a word of one
+        # domain sits near all of its relations ("movies" ~ starred_actors), which says nothing about
+        # whether the ends are the actors or the movies.
+        best = best if best >= TARGET_SUPPORT else 0.0
         schema = self.lexicon.schema.relations
         for relations, end in ((kind.into, "tail"), (kind.out, "head")):
             for relation in relations:
@@ -489,7 +492,10 @@ def score_pattern(
     score = _explanation_score(found, len(pattern))
     if partial:
         return score
-    return score + 0.3 * found.ordered + answer_shape_score(cues, reach_names)
+    # ... and a chain that never turns leaves that word's request unmet ("novels with the same author as X"
+    # asks for novels, not for the author)
+    unmet = bool(cues.return_near) and not found.returns
+    return score - RETURN * unmet + 0.3 * found.ordered + answer_shape_score(cues, reach_names)
 
 
 def _future(pattern: Pattern, cues: QuestionCues, left: int) -> float:
@@ -536,7 +542,7 @@ def _explanation_score(found: Explanation, hops: int) -> float:
         - 1.0 * found.unsupported
         - SURPLUS * found.surplus
         - 0.1 * hops
-        + 0.5 * bool(found.returns)
+        + RETURN * bool(found.returns)
     )
 
 

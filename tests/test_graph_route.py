@@ -247,3 +247,43 @@ def test_a_path_may_come_back_to_an_entity_by_another_relation(tmp_path: Path) -
             )
             == []
         )
+
+
+# A person who both writes and illustrates: their kind (what leads to them) includes a relation that a
+# word of the domain ("novels", "books") sits near, which must not make them the answer to "which novels".
+BOOKS = """\
+Moon Garden\twritten_by\tInes Park
+Moon Garden\tillustrated_by\tTom Reyes
+River Song\twritten_by\tInes Park
+River Song\tillustrated_by\tLena Voss
+Salt Roads\twritten_by\tTom Reyes
+Salt Roads\tillustrated_by\tLena Voss
+Glass Harbour\twritten_by\tOmar Hale
+Glass Harbour\tillustrated_by\tTom Reyes
+"""
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    data_dir = _load(tmp_path_factory.mktemp("books"), "books", BOOKS)
+    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
+        yield resources, build_graph(resources)
+
+
+@pytest.mark.parametrize(
+    ("question", "answers", "relations"),
+    [
+        ("which novels have the same author as Moon Garden", {"River Song"}, ["-written_by->", "<-written_by-"]),
+        (
+            "which books share the illustrator with Moon Garden",
+            {"Glass Harbour"},
+            ["-illustrated_by->", "<-illustrated_by-"],
+        ),
+    ],
+)
+def test_a_return_word_asks_for_the_chain_to_turn_back(books, question: str, answers: set, relations: list) -> None:
+    _, agent = books
+    result = ask(agent, question)
+    assert result["source"] == "graph", result["trace"]
+    assert set(result["answers"]) == answers
+    assert result["paths"][0][1::2] == relations
