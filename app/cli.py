@@ -6,12 +6,26 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from config import Settings, load_settings
 from graph.backends import open_store
@@ -20,7 +34,30 @@ from graph.store import GraphStore
 from graph.vectors import VectorIndexError
 from ingest.triples import TripleFileError, ingest_triples
 
-app = typer.Typer(help="Trellis: question answering that stays faithful to a knowledge graph.", no_args_is_help=True)
+
+class _FlagsWithoutMetavar:
+    """Help that shows a flag as a flag (`--json`), not as an option taking a value (`--json <bool>`): typer
+    prints every option's type, flags included; an empty metavar is what it prints instead of `<bool>`."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class FlagCommand(_FlagsWithoutMetavar, TyperCommand):
+    """A command whose help shows flags as flags."""
+
+
+class FlagGroup(_FlagsWithoutMetavar, TyperGroup):
+    """A command group whose help shows flags as flags (its commands are FlagCommands: `_flags_as_flags`)."""
+
+
+app = typer.Typer(
+    help="Trellis: question answering that stays faithful to a knowledge graph.", no_args_is_help=True, cls=FlagGroup
+)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -92,13 +129,29 @@ def _install_schema(schema: Path, settings: Settings) -> None:
         raise _fail(str(error)) from None
 
 
-def _progress() -> Progress:
+class RateColumn(ProgressColumn):
+    """Items per second of a task (rows, chunks, documents, questions), from rich's recent-speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("", style="progress.data.speed")
+        shown = f"{speed:,.0f}" if speed >= 10 else f"{speed:.1f}"
+        return Text(f"{shown}/s", style="progress.data.speed")
+
+
+def _progress(get_time: Callable[[], float] | None = None) -> Progress:
+    """Progress bars on stderr with the count, the rate, the time so far and the time left (ETA)."""
     return Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=err,
+        get_time=get_time,
     )
 
 
@@ -139,6 +192,15 @@ def ingest(
         list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")] = None,
+    extractor: Annotated[
+        str | None,
+        typer.Option(
+            "--extractor",
+            metavar="spacy|model",
+            help="Who finds entities and relations: spaCy's patterns or the language model (default: "
+            "$TRELLIS_EXTRACTOR, else spacy).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Ingest documents: chunks and vectors for search, entities and relations for the graph.
@@ -146,22 +208,29 @@ def ingest(
     Unchanged documents are skipped; changed ones replace what they had written. Exits 1 if anything
     was skipped.
     """
-    from ingest.extract import SpacyExtractor
+    from app.service import ExtractorUnavailable, make_extractor
     from ingest.pipeline import Ingestor
     from lm.embeddings import get_embedder
 
-    settings = _settings(data_dir)
-    with _writing(settings) as store, _progress() as progress:
-        loading = progress.add_task("models", total=None)
-        embedder = get_embedder(settings.embedding_model, settings.device, settings.cpu_threads)
-        extractor = SpacyExtractor()
-        progress.update(loading, total=1, completed=1)
-        ingestor = Ingestor(settings, store, embedder, extractor, progress=_progress_callback(progress))
-        try:
-            report = ingestor.ingest(paths, include or (), exclude or ())
-        finally:
-            ingestor.close()
-            extractor.close()
+    if extractor not in (None, "spacy", "model"):
+        raise _fail(f"--extractor: expected spacy or model, got {extractor!r}", 2)
+    settings = load_settings(data_dir=data_dir, extractor=extractor)
+    try:
+        chosen = make_extractor(settings)
+    except ExtractorUnavailable as error:
+        raise _fail(str(error)) from None
+    try:
+        with _writing(settings) as store, _progress() as progress:
+            loading = progress.add_task("models", total=None)
+            embedder = get_embedder(settings.embedding_model, settings.device, settings.cpu_threads)
+            progress.update(loading, total=1, completed=1)
+            ingestor = Ingestor(settings, store, embedder, chosen, progress=_progress_callback(progress))
+            try:
+                report = ingestor.ingest(paths, include or (), exclude or ())
+            finally:
+                ingestor.close()
+    finally:
+        chosen.close()
     for problem in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     if report.recovered:
@@ -293,7 +362,30 @@ def _print_answer(result: dict) -> None:
         )
 
 
-schema_app = typer.Typer(help="Relation schemas: cue words and types per relation (optional; drafted from the data).")
+def answer_live(graph: object, question: str, thread_id: str | None = None, console: Console = err) -> dict:
+    """Answer with a spinner on `console` while the agent works, showing the answer's text as it is decoded
+    (tokens the agent streams; a retraction clears them), then clearing the line for the printed answer."""
+    from agents.graph import ask
+
+    pieces: list[str] = []
+    spinner = Spinner("dots", text=Text("thinking ...", style="dim"))
+    with Live(spinner, console=console, transient=True, refresh_per_second=12.5) as live:
+
+        def on_event(event: dict) -> None:
+            if event.get("retract"):
+                pieces.clear()
+                spinner.update(text=Text("retrieving more ...", style="dim"))
+            elif event.get("token"):
+                pieces.append(event["token"])
+                spinner.update(text=Text("".join(pieces)[-500:]))
+            live.refresh()
+
+        return ask(graph, question, thread_id, on_event=on_event)
+
+
+schema_app = typer.Typer(
+    help="Relation schemas: cue words and types per relation (optional; drafted from the data).", cls=FlagGroup
+)
 app.add_typer(schema_app, name="schema")
 
 
@@ -327,17 +419,171 @@ def schema_suggest(
         err.print(f"{len(profiles)} relations described in {output}")
 
 
+graph_app = typer.Typer(
+    help="Look at the knowledge graph: entities, relations, a chunk's text, an entity's neighbourhood.", cls=FlagGroup
+)
+app.add_typer(graph_app, name="graph")
+Limit = Annotated[int, typer.Option(min=1, help="At most this many rows.")]
+
+
+@contextmanager
+def _reading(settings: Settings) -> Iterator[GraphStore]:
+    """The store open read-only (beside a writer such as `trellis serve`); errors become one line and exit 1."""
+    if settings.backend == "embedded" and not settings.graph_path.exists():
+        raise _fail(f"nothing ingested in {settings.data_dir}")
+    try:
+        store = open_store(settings, read_only=True)
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+    try:
+        yield store
+    except GraphStoreError as error:
+        raise _fail(str(error)) from None
+    finally:
+        store.close()
+
+
+def _rows_out(rows: list[dict], columns: list[str], title: str, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            out.print(json.dumps(row, ensure_ascii=False), highlight=False, markup=False, soft_wrap=True)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row[column]) for column in columns))
+    out.print(table)
+
+
+def _cell(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@graph_app.command("entities")
+def graph_entities(
+    name: Annotated[str, typer.Argument(help="A name (any case and punctuation by default).")],
+    match: Annotated[
+        str, typer.Option(help="exact (name or alias), normalised (case, punctuation forgiven) or fuzzy.")
+    ] = "normalised",
+    limit: Limit = 20,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Entities called NAME, with their ids, types, aliases and sources."""
+    from app.service import entity_rows
+
+    if match not in ("exact", "normalised", "fuzzy"):
+        raise _fail(f"--match: expected exact, normalised or fuzzy, got {match!r}", 2)
+    with _reading(_settings(data_dir)) as store:
+        rows = entity_rows(store, name, match, limit)  # type: ignore[arg-type]
+    _rows_out(rows, ["name", "id", "type", "aliases", "sources"], f"{len(rows)} entities", as_json)
+
+
+@graph_app.command("relations")
+def graph_relations(
+    relation: Annotated[
+        str | None, typer.Argument(help="A relation type: list its facts (default: list the types).")
+    ] = None,
+    limit: Limit = 20,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The relation types with their counts, or the facts of one relation type."""
+    from app.service import relation_rows
+
+    with _reading(_settings(data_dir)) as store:
+        rows = relation_rows(store, relation, limit)
+    if relation is None:
+        _rows_out(rows, ["relation", "count"], f"{len(rows)} relation types", as_json)
+    else:
+        _rows_out(rows, ["head", "relation", "tail", "head_type", "tail_type"], f"{len(rows)} facts", as_json)
+
+
+@graph_app.command("chunk")
+def graph_chunk(
+    chunk_id: Annotated[str, typer.Argument(help="A chunk id (<doc_id>#<n>, as citations show).")],
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """A chunk's text, its document and page, and the entities it mentions."""
+    from app.service import chunk_row
+
+    with _reading(_settings(data_dir)) as store:
+        row = chunk_row(store, chunk_id)
+    if row is None:
+        raise _fail(f"no such chunk: {chunk_id}")
+    if as_json:
+        out.print(json.dumps(row, ensure_ascii=False), highlight=False, markup=False, soft_wrap=True)
+        return
+    page = f", p. {row['page']}" if row["page"] else ""
+    out.print(f"{row['chunk_id']}  ({row['title'] or row['doc_id']}{page})", highlight=False, markup=False)
+    out.print(row["text"], highlight=False, markup=False)
+    out.print(f"mentions: {', '.join(row['entities']) or '(none)'}", highlight=False, markup=False)
+
+
+@graph_app.command("neighbours")
+def graph_neighbours(
+    entity: Annotated[str, typer.Argument(help="An entity's name, alias or id.")],
+    limit: Limit = 50,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """An entity's neighbourhood: its relations in both directions and the chunks that mention it."""
+    from app.service import neighbourhood
+
+    with _reading(_settings(data_dir)) as store:
+        found = neighbourhood(store, entity, limit)
+    if found is None:
+        raise _fail(f"no entity called {entity!r} (try `trellis graph entities {entity!r} --match fuzzy`)")
+    if as_json:
+        out.print(json.dumps(found, ensure_ascii=False), highlight=False, markup=False, soft_wrap=True)
+        return
+    me = found["entity"]
+    out.print(f"{me['name']}  ({me['id']}{', ' + me['type'] if me['type'] else ''})", highlight=False, markup=False)
+    for edge in found["relations"]:
+        arrow = f"-{edge['relation']}->" if edge["direction"] == "out" else f"<-{edge['relation']}-"
+        out.print(f"  {arrow} {edge['neighbour']}", highlight=False, markup=False)
+    if found["relations_total"] > len(found["relations"]):
+        out.print(f"  ... {found['relations_total'] - len(found['relations']):,} more (--limit)", highlight=False)
+    for chunk_id in found["chunks"]:
+        out.print(f"  mentioned in {chunk_id}", highlight=False, markup=False)
+
+
 @app.command("ask")
 def ask_command(
     question: Annotated[str, typer.Argument(help="The question.")],
     as_json: AsJson = False,
+    timing: Annotated[
+        bool,
+        typer.Option(
+            "--timing",
+            help="Load the models and the data's indexes first, as a warm server holds them, then print the load "
+            "and answer times to stderr.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Answer one question with the paths and chunk citations it used."""
+    import time
+
     from agents.graph import ask
 
-    with _agent(_settings(data_dir)) as (graph, _resources):
+    with _agent(_settings(data_dir)) as (graph, resources):
+        if timing:
+            # What a warm server has already loaded, so that the answer time compares with its answer time.
+            started = time.perf_counter()
+            resources.load_models()
+            _ = resources.nlp, resources.name_index, resources.chunk_index, resources.entity_index
+            resources.lexicon.prepare(resources.lexicon.known_relations(resources.store))
+            # and a first pass through each model, whose one-time setup a server's first question has paid
+            resources.embedder.embed(["warm up"])
+            resources.model.greedy(resources.model.encode("Hello"), 2)
+            resources.nlp("A first sentence. A second one.")
+            loaded = time.perf_counter() - started
         result = ask(graph, question)
+    if timing:
+        err.print(f"models loaded in {loaded:.2f} s; answered in {result['trace']['total_s']:.2f} s", highlight=False)
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
@@ -355,8 +601,6 @@ def chat(
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from agents.graph import ask
-
     settings = _settings(data_dir)
     thread_id = thread or uuid.uuid4().hex[:12]
     connection = sqlite3.connect(settings.conversations_path, check_same_thread=False)
@@ -370,7 +614,7 @@ def chat(
                     break
                 if not question:
                     break
-                _print_answer(ask(graph, question, thread_id))
+                _print_answer(answer_live(graph, question, thread_id))
     finally:
         connection.close()
 
@@ -480,13 +724,19 @@ def _prepare(dataset: str, settings: Settings, schema: bool = True) -> None:
         if schema and not settings.relation_schema_path.exists():
             _install_schema(Path(__file__).resolve().parents[1] / "examples" / "metaqa" / "relations.json", settings)
         if not settings.graph_path.exists():
-            with _writing(settings) as store:
-                ingest_triples(store, SHARED_DATA / "metaqa" / "kb.tsv")
+            _load_benchmark_kg(settings, SHARED_DATA / "metaqa" / "kb.tsv")
     elif dataset.startswith("wc2014-") and not settings.graph_path.exists():
-        with _writing(settings) as store:
-            ingest_triples(store, SHARED_DATA / "wc2014" / "kb.tsv")
+        _load_benchmark_kg(settings, SHARED_DATA / "wc2014" / "kb.tsv")
     elif dataset == "musique" and not settings.vectors_path.exists():
-        ingest([SHARED_DATA / "musique" / "corpus.json"], None, None, settings.data_dir)  # the `ingest` command
+        ingest([SHARED_DATA / "musique" / "corpus.json"], None, None, data_dir=settings.data_dir)  # the command
+
+
+def _load_benchmark_kg(settings: Settings, path: Path) -> None:
+    """A benchmark's KG into the data directory, with progress bars: MetaQA's 129k triples take a while."""
+    err.print(f"loading {path} into {settings.data_dir} (once)", highlight=False)
+    with _writing(settings) as store, _progress() as progress:
+        report = ingest_triples(store, path, progress=_progress_callback(progress))
+    err.print(f"{report.rows:,} rows, {report.relations_created:,} relations", highlight=False)
 
 
 @app.command()
@@ -512,6 +762,18 @@ def serve(
     except GraphStoreError as error:
         raise _fail(str(error)) from None
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+
+
+def _flags_as_flags(*typers: typer.Typer) -> None:
+    """Every command of these apps shows its flags as flags in `--help` (groups are made with cls=FlagGroup)."""
+    for each in typers:
+        # typer fills in its own classes when a command is registered; ours are those with flags as flags
+        for command in each.registered_commands:
+            if command.cls in (None, TyperCommand):
+                command.cls = FlagCommand
+
+
+_flags_as_flags(app, schema_app, graph_app)
 
 
 def main() -> None:

@@ -79,12 +79,13 @@ class Trellis:
 
         Unchanged documents are skipped and changed ones replaced; files that cannot be read are listed in the
         report's `skipped` rather than raised."""
-        from ingest.extract import SpacyExtractor
+        from app.service import make_extractor
 
         self._writable()
         if self._extractor is None:
-            # in this process: forking one that runs model threads is not safe
-            self._extractor = SpacyExtractor(background=False)
+            # the settings' extractor (ExtractorUnavailable if it cannot be built), in this process: forking
+            # one that runs model threads is not safe
+            self._extractor = make_extractor(self.settings, background=False)
         embedder, extractor = self.resources.embedder, self._extractor
         return self._with_ingestor(lambda ingestor: ingestor.ingest(paths, include, exclude), embedder, extractor)
 

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -33,7 +33,7 @@ from agents.generation import PROMPT_TALLY
 from agents.graph import ask, paired_turns
 from agents.state import Turn
 from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
-from app.service import document_rows, status_report
+from app.service import chunk_row, document_rows, entity_rows, neighbourhood, relation_rows, status_report
 from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
 from config import Settings
 from graph.errors import GraphStoreError
@@ -51,6 +51,8 @@ MAX_QUESTION_CHARS = 1000
 MAX_QUESTION_TOKENS = 300
 # An OpenAI request's messages: more are refused before any is read (20,000 once stalled the server).
 MAX_MESSAGES = 256
+# Rows one graph read returns at most: a hub entity (a genre) has tens of thousands of relations.
+MAX_GRAPH_ROWS = 1000
 
 
 class ErrorDetail(BaseModel):
@@ -487,6 +489,53 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
         """Every ingested document."""
         return document_rows(settings)
 
+    # -- looking at the graph (reads: no key, as /documents) -------------------------------------------------
+
+    async def on_store(work: Callable[[], Any]) -> Any:
+        """Run a store read on a thread (the store is serialised between questions, ingestion and these)."""
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    @app.get("/graph/entities", tags=["graph"], responses=errors(422, 503))
+    async def graph_entities(
+        name: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS, description="The name to look up."),
+        match: Literal["exact", "normalised", "fuzzy"] = Query(
+            "normalised", description="exact (name or alias), normalised (case and punctuation forgiven), fuzzy."
+        ),
+        limit: int = Query(20, ge=1, le=MAX_GRAPH_ROWS),
+    ) -> list[dict[str, Any]]:
+        """Entities called `name`, with their ids, types, aliases and sources (as `trellis graph entities`)."""
+        return await on_store(lambda: entity_rows(service.store, name, match, limit))
+
+    @app.get("/graph/relations", tags=["graph"], responses=errors(422, 503))
+    async def graph_relations(
+        relation: str | None = Query(
+            None, max_length=MAX_QUESTION_CHARS, description="A relation type: its facts (default: every type)."
+        ),
+        limit: int = Query(20, ge=1, le=MAX_GRAPH_ROWS),
+    ) -> list[dict[str, Any]]:
+        """Relation types with their counts, or up to `limit` facts of one type (as `trellis graph relations`)."""
+        return await on_store(lambda: relation_rows(service.store, relation, limit))
+
+    @app.get("/graph/chunks/{chunk_id:path}", tags=["graph"], responses=errors(404, 503))
+    async def graph_chunk(chunk_id: str) -> dict[str, Any]:
+        """A chunk's text, its document and page, and the entities it mentions (as `trellis graph chunk`)."""
+        row = await on_store(lambda: chunk_row(service.store, chunk_id))
+        if row is None:
+            raise HTTPException(404, f"no such chunk: {chunk_id!r}")
+        return row
+
+    @app.get("/graph/neighbourhood", tags=["graph"], responses=errors(404, 422, 503))
+    async def graph_neighbourhood(
+        entity: str = Query(min_length=1, max_length=MAX_QUESTION_CHARS, description="A name, alias or entity id."),
+        limit: int = Query(50, ge=1, le=MAX_GRAPH_ROWS),
+    ) -> dict[str, Any]:
+        """An entity's relation types with counts, up to `limit` of its relations in both directions, and the
+        chunks that mention it (as `trellis graph neighbours`)."""
+        found = await on_store(lambda: neighbourhood(service.store, entity, limit))
+        if found is None:
+            raise HTTPException(404, f"no entity called {entity!r}")
+        return found
+
     # -- asking -------------------------------------------------------------------------------------------
 
     @app.post("/ask", tags=["questions"], responses=QUESTION_ERRORS)
@@ -640,6 +689,12 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
                             "properties": {
                                 "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                 "kind": {"type": "string", "enum": ["auto", "documents", "triples"]},
+                                "extractor": {
+                                    "type": "string",
+                                    "enum": ["spacy", "model"],
+                                    "description": "for documents: who finds entities and relations "
+                                    "(default: the server's TRELLIS_EXTRACTOR)",
+                                },
                             },
                             "required": ["files"],
                         }
@@ -683,6 +738,9 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             kind = str(form.get("kind") or "auto")
             if kind not in ("auto", "documents", "triples"):
                 raise HTTPException(400, f"kind: expected auto, documents or triples, got {kind!r}")
+            extractor = str(form.get("extractor") or "") or None
+            if extractor not in (None, "spacy", "model"):
+                raise HTTPException(400, f"extractor: expected spacy or model, got {extractor!r}")
             uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
             if not uploads:
                 raise HTTPException(400, "files: no file uploaded")
@@ -693,7 +751,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             if chosen == "documents" and "triples" in kinds:
                 raise HTTPException(400, "tsv and csv files are triples: upload them separately or with kind=triples")
             saved = [service.save_upload(n, await upload.read()) for n, upload in zip(names, uploads, strict=True)]
-        return IngestJob(job_id, chosen, saved)  # type: ignore[arg-type]
+        return IngestJob(job_id, chosen, saved, extractor=extractor)  # type: ignore[arg-type]
 
     @app.get("/ingest/jobs/{job_id}", tags=["documents"], responses=errors(404))
     async def job_status(job_id: str) -> dict[str, Any]:

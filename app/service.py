@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from config import Settings
 from graph.backends import open_store
+from graph.model import Entity
 from graph.store import GraphStore
 from graph.vectors import stored_vector_count
 from ingest.manifest import Manifest
+
+if TYPE_CHECKING:
+    from ingest.extract import Extractor
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -72,3 +76,109 @@ def document_rows(settings: Settings) -> list[dict[str, Any]]:
         {"doc_id": r.doc_id, "title": r.title, "source": r.source_path, "chunks": len(r.chunk_ids), "state": r.state}
         for r in records
     ]
+
+
+# -- looking at the graph (`trellis graph`, GET /graph/...) ------------------------------------------------------
+# Everything goes through the GraphStore interface, whose queries take names as parameters.
+
+MatchMode = Literal["exact", "normalised", "fuzzy"]
+
+
+def _entity_row(entity: Entity) -> dict[str, Any]:
+    return {
+        "id": entity.id,
+        "name": entity.name,
+        "type": entity.type,
+        "aliases": entity.aliases,
+        "sources": entity.sources,
+    }
+
+
+def entity_rows(store: GraphStore, name: str, match: MatchMode = "normalised", limit: int = 20) -> list[dict[str, Any]]:
+    """Entities called `name`: exactly (name or alias), by normalised key (any case and punctuation), or fuzzily."""
+    return [_entity_row(entity) for entity in store.find_entities(name, match, limit)]
+
+
+def resolve_entity(store: GraphStore, name: str) -> Entity | None:
+    """The entity a user means by `name`: its exact name or alias first, else the normalised key, else an id."""
+    for mode in ("exact", "normalised"):
+        found = store.find_entities(name, mode, 1)
+        if found:
+            return found[0]
+    by_id = store.get_entities([name])
+    return by_id[0] if by_id else None
+
+
+def relation_rows(store: GraphStore, relation: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """Without `relation`: every relation type with its count, most frequent first. With one: up to `limit` of
+    its facts (head, tail and their types)."""
+    if relation is None:
+        return [{"relation": name, "count": count} for name, count in store.relation_counts()[:limit]]
+    return [
+        {"head": head, "head_type": head_type, "relation": relation, "tail": tail, "tail_type": tail_type}
+        for head, head_type, tail, tail_type in store.relation_sample(relation, limit)
+    ]
+
+
+def chunk_row(store: GraphStore, chunk_id: str) -> dict[str, Any] | None:
+    """A chunk's text, its document and page, and the entities it mentions; None when there is no such chunk."""
+    found = store.get_chunks([chunk_id])
+    if not found:
+        return None
+    chunk = found[0]
+    mentioned = [entity_id for _chunk, entity_id in store.entities_mentioned([chunk.id])]
+    names = sorted(entity.name for entity in store.get_entities(mentioned))
+    return {
+        "chunk_id": chunk.id,
+        "doc_id": chunk.doc_id,
+        "title": chunk.title,
+        "ordinal": chunk.ordinal,
+        "page": chunk.page,
+        "text": chunk.text,
+        "entities": names,
+    }
+
+
+def neighbourhood(store: GraphStore, name: str, limit: int = 50) -> dict[str, Any] | None:
+    """An entity, the relation types around it with their counts, up to `limit` of its relations (each with
+    its direction: `out` when the entity is the head) and up to `limit` chunks that mention it; None when no
+    entity has that name."""
+    entity = resolve_entity(store, name)
+    if entity is None:
+        return None
+    edges = sorted(store.edges([entity.id]), key=lambda e: (e.type, not e.forward, e.neighbour_name))
+    return {
+        "entity": _entity_row(entity),
+        "relation_types": [
+            {"relation": relation, "direction": "out" if forward else "in", "count": count}
+            for relation, forward, count in store.relation_types(entity.id)
+        ],
+        "relations": [
+            {
+                "relation": edge.type,
+                "direction": "out" if edge.forward else "in",
+                "neighbour": edge.neighbour_name,
+                "neighbour_id": edge.neighbour_id,
+            }
+            for edge in edges[:limit]
+        ],
+        "relations_total": len(edges),
+        "chunks": [chunk_id for _entity, chunk_id in store.chunks_mentioning([entity.id], limit)],
+    }
+
+
+class ExtractorUnavailable(ValueError):
+    """The configured extractor cannot be built here (the model extractor is not in this version yet)."""
+
+
+def make_extractor(settings: Settings, background: bool = True) -> Extractor:
+    """The extractor `settings.extractor` names, for the CLI and the server alike (`background`: spaCy in a
+    worker process, as the CLI runs it; the server keeps it in-process)."""
+    if settings.extractor == "spacy":
+        from ingest.extract import SpacyExtractor
+
+        return SpacyExtractor(settings.spacy_model, background=background)
+    # The model extractor is being built in ingest/; until it lands, the setting is refused by name here.
+    raise ExtractorUnavailable(
+        f"extractor {settings.extractor!r}: not available in this version yet (use --extractor spacy)"
+    )

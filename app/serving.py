@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from agents.graph import build_graph
 from agents.resources import Resources
 from app.admission import GenerationGate, TurnLocks
-from app.service import document_rows, write_atomically
+from app.service import document_rows, make_extractor, write_atomically
 from config import Settings
 from graph.backends import open_store
 from graph.errors import GraphStoreError
@@ -55,6 +55,7 @@ class IngestJob:
     kind: Literal["documents", "triples"]
     files: list[Path]
     source: str | None = None  # provenance for triples posted as JSON (else each file's name)
+    extractor: Literal["spacy", "model"] | None = None  # for documents; None: the settings' extractor
     state: Literal["queued", "running", "done", "failed"] = "queued"
     progress: dict[str, dict[str, int | None]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class IngestJob:
             "progress": self.progress,
             "report": self.report,
             "error": self.error,
+            "extractor": self.extractor,
             "status_url": f"/ingest/jobs/{self.job_id}",
         }
 
@@ -199,16 +201,23 @@ class Service:
         model threads is not safe."""
         from ingest.extract import SpacyExtractor
 
-        return SpacyExtractor(background=False)
+        return SpacyExtractor(self.settings.spacy_model, background=False)
 
     def _ingest_documents(self, job: IngestJob) -> dict[str, Any]:
         from ingest.pipeline import Ingestor
 
-        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, self.extractor, progress=job.advance)
+        chosen = job.extractor or self.settings.extractor
+        if chosen == "spacy":
+            extractor = self.extractor
+        else:  # built for this job (ExtractorUnavailable, a ValueError, fails the job with its reason)
+            extractor = make_extractor(self.settings.model_copy(update={"extractor": chosen}), background=False)
+        ingestor = Ingestor(self.settings, self.store, self.resources.embedder, extractor, progress=job.advance)
         try:
             report = ingestor.ingest(job.files)
         finally:
             ingestor.close()
+            if extractor is not self.__dict__.get("extractor"):
+                extractor.close()
         return {
             "ingested": report.ingested,
             "unchanged": report.unchanged,
@@ -223,7 +232,20 @@ class Service:
         skipped: list[str] = []
         for path in job.files:
             source = job.source or path.name
-            report = ingest_triples(self.store, path, source=source, skip_invalid=True, progress=job.advance)
+            try:
+                # As the CLI does by default: the whole file is validated, and one bad line writes nothing of it
+                # and fails the job, naming the file and every bad line (a job must not say `done` for a file
+                # that could not be read).
+                report = ingest_triples(self.store, path, source=source, progress=job.advance)
+            except TripleFileError as error:
+                if not error.problems:
+                    raise ValueError(self._without_folder(error)) from None
+                lines = [self._without_folder(problem) for problem in error.problems]
+                shown = "\n".join(f"  {line}" for line in lines[:20])
+                more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
+                raise ValueError(
+                    f"{len(lines)} invalid line(s) in {path.name}; nothing of it was written:\n{shown}{more}"
+                ) from None
             rows += report.rows
             entities += report.entities_created
             relations += report.relations_created
