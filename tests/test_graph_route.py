@@ -274,6 +274,13 @@ def books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources,
     ("question", "answers", "relations"),
     [
         ("which novels have the same author as Moon Garden", {"River Song"}, ["-written_by->", "<-written_by-"]),
+        # a return word makes the words of one relation name its way out and back, not a third hop
+        (
+            "the illustrator of Moon Garden also illustrated which books",
+            {"Glass Harbour"},
+            ["-illustrated_by->", "<-illustrated_by-"],
+        ),
+        ("the author of Moon Garden also wrote which books", {"River Song"}, ["-written_by->", "<-written_by-"]),
         (
             "which books share the illustrator with Moon Garden",
             {"Glass Harbour"},
