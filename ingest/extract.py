@@ -1,10 +1,12 @@
 """Entities and relations from chunk text.
 
 `Extractor` is the seam: `extract(chunks)` returns surface mentions per chunk and facts between mentions, each
-with the sentence it came from. `SpacyExtractor` (the default) takes named entities and proper-noun phrases
-from spaCy's small English pipeline, and relations from dependency patterns: subject-verb-object, copula
-(`X is the capital of Y`), and prepositional attachments (`X was born in Y`). Resolving surface forms into
-graph entities is `ingest.resolve`'s job.
+with the sentence it came from (and, from extractors with a reflection pass, the triples dropped and why).
+`make_extractor(settings)` picks one by `settings.extractor`. `SpacyExtractor` (the default) takes named
+entities and proper-noun phrases from spaCy's small English pipeline, and relations from dependency
+patterns: subject-verb-object, copula (`X is the capital of Y`), and prepositional attachments (`X was born
+in Y`). `ingest.model_extract.ModelExtractor` has the language model extract under a schema instead.
+Resolving surface forms into graph entities is `ingest.resolve`'s job.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graph.model import Chunk
+
+if TYPE_CHECKING:
+    from config import Settings
 
 # Counts and ranks make poor graph nodes; everything else spaCy names is kept.
 SKIPPED_LABELS = {"CARDINAL", "ORDINAL"}
@@ -48,10 +53,22 @@ class Fact:
     end: int
 
 
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A triple an extractor proposed and its reflection pass dropped, with the reason (for the report)."""
+
+    chunk_id: str
+    head: str
+    relation: str
+    tail: str
+    reason: str
+
+
 @dataclass(slots=True)
 class Extraction:
     mentions: dict[str, list[Mention]] = field(default_factory=dict)  # chunk id -> mentions, in text order
     facts: list[Fact] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
 
 
 class Extractor(Protocol):
@@ -64,6 +81,32 @@ class Extractor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def make_extractor(settings: Settings, background: bool = True, model: Any | None = None) -> Extractor:
+    """The extractor `settings.extractor` names: `spacy` (the default; `background` runs it in a worker
+    process) or `model`, the language model `settings.llm_model` under `settings.extraction_schema` (the
+    built-in general-purpose schema when unset), its results cached in the data directory. `model`: an
+    already loaded `LanguageModel` to share (else it is loaded at first use). A bad schema file raises
+    `ingest.schema.SchemaError` naming the file and field, before any model is loaded."""
+    if settings.extractor == "spacy":
+        return SpacyExtractor(background=background)
+    from ingest.model_extract import ModelExtractor
+    from ingest.schema import load_schema
+
+    schema = load_schema(settings.extraction_schema)
+
+    def load() -> Any:
+        from lm.model import get_language_model
+
+        return get_language_model(settings.llm_model, settings.model_cache_dir, settings.device, settings.cpu_threads)
+
+    return ModelExtractor(
+        model if model is not None else load,
+        schema,
+        cache_path=settings.data_dir / "extractions.sqlite",
+        model_name=settings.llm_model,
+    )
 
 
 def relation_label(*words: str) -> str:
