@@ -129,6 +129,11 @@ class Manifest:
         with self._db:
             self._db.executemany("DELETE FROM documents WHERE doc_id = ?", [(d,) for d in doc_ids])
 
+    def remember_names(self, names: dict[str, str]) -> None:
+        """Record canonical names (resolution key -> name) for keys not yet known."""
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO entity_names (key, name) VALUES (?, ?)", list(names.items()))
+
     def canonical_names(self, surfaces: dict[str, str]) -> dict[str, str]:
         """Canonical name per resolution key: the stored one, else `surfaces[key]`, which is then stored."""
         with self._db:

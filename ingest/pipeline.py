@@ -23,10 +23,10 @@ from graph.model import Chunk, Document
 from graph.store import GraphStore
 from graph.vectors import VectorIndex
 from ingest.chunking import Chunker
-from ingest.extract import Extraction, Extractor, Mention
+from ingest.extract import Dropped, Extraction, Extractor, Mention
 from ingest.loaders import LoadedFile, LoadProblem, derived_id, file_doc_id, find_files, load_file, source_of
 from ingest.manifest import DocumentRecord, Manifest
-from ingest.resolve import resolve
+from ingest.resolve import resolve, seed_names
 from lm.embeddings import Embedder
 
 ProgressFn = Callable[[str, int, int | None], None]
@@ -46,6 +46,8 @@ class IngestReport:
     chunks: int = 0
     entities: int = 0
     relations: int = 0
+    # Triples the extractor's reflection pass dropped, each with its chunk and reason (model extractor only).
+    dropped: list[Dropped] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
@@ -95,6 +97,7 @@ class Ingestor:
         self._report = IngestReport()
         self._unindexed: dict[str, str] = {}  # id -> name of entities written but not yet in the name index
         self._embedded = self._to_embed = 0
+        self._names_seeded = False
 
     # The vector indexes are read from disk when first used: recovering with nothing pending (every server
     # start, every library open) then reads neither.
@@ -193,7 +196,13 @@ class Ingestor:
         start = time.perf_counter()
         for doc in todo:
             doc.chunks = self.chunker.split(doc.parts)
+            for chunk in doc.chunks:
+                chunk.title = doc.meta.get("title", "")  # the extractor may name what the document is about
         report.stages["chunk"] += time.perf_counter() - start
+        if todo and not self._names_seeded:
+            # Mentions merge with entities already in the graph, whatever wrote them (a triples file too).
+            seed_names(self.manifest, self.store.iter_entity_names())
+            self._names_seeded = True
 
         # Extraction runs in a background worker, LOOKAHEAD batches ahead of the embedding and graph writes.
         self._embedded, self._to_embed = 0, sum(len(d.chunks) for d in todo)
@@ -317,6 +326,7 @@ class Ingestor:
         # The time recorded for extraction is the wait for the background worker, not its whole run.
         start = time.perf_counter()
         extraction = extracting.result()
+        report.dropped.extend(extraction.dropped)
         # A record's title names what the record is about: every chunk of it mentions that entity.
         title_mentions = {
             d.doc_id: Mention(titles[d.doc_id], "TITLE") for d in batch if "record" in d.meta and titles[d.doc_id]

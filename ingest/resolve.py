@@ -1,14 +1,16 @@
 """Entity resolution: surface mentions into graph entities, merging variants and keeping them as aliases.
 
 `Ada Lovelace`, `ADA LOVELACE`, `Ada Lovelace's` and `the Ada Lovelace` share one resolution key; the
-first surface form ever seen for a key (remembered in the manifest) is the entity's canonical name, and the
-other forms become its aliases.
+first surface form ever seen for a key (less a leading article and possessive; remembered in the manifest)
+is the entity's canonical name, and the other forms become its aliases. The manifest's name index is also
+seeded from the graph's entities (`seed_names`), so mentions merge with entities that came from triples files
+or any other source, in memory and one SQLite lookup per batch, never a store query per name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from graph.model import Chunk, Entity, Relation, evidence_entry, normalised_key
@@ -22,6 +24,31 @@ _ARTICLE = re.compile(r"^(the|a|an) ")
 def resolution_key(surface: str) -> str:
     """Case, punctuation, a possessive ending and a leading article do not distinguish entities."""
     return _ARTICLE.sub("", normalised_key(_POSSESSIVE.sub("", surface.strip())))
+
+
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+(?=\S)", re.IGNORECASE)
+
+
+def plain_name(surface: str) -> str:
+    """The form a new entity is named by: `the Ada Lovelace's` -> `Ada Lovelace` (the surface stays an alias)."""
+    bare = _LEADING_ARTICLE.sub("", _POSSESSIVE.sub("", surface.strip())).strip(" ,.;:")
+    return bare or surface.strip()
+
+
+def seed_names(manifest: Manifest, names: Iterable[tuple[str, str]]) -> int:
+    """Teach the manifest's name index the graph's own entities (`(id, name)` then `(id, alias)` rows, as
+    `GraphStore.iter_entity_names` gives them), so that a document's `the Ada Lovelace` resolves to an
+    `Ada Lovelace` loaded from a triples file. One scan of the store per ingestion run, no query per name;
+    keys the manifest already knows keep their name. Returns how many keys were offered."""
+    canonical: dict[str, str] = {}  # entity id -> its name (the first row of each entity)
+    offered: dict[str, str] = {}
+    for entity_id, name in names:
+        main = canonical.setdefault(entity_id, name)
+        key = resolution_key(name)
+        if key:
+            offered.setdefault(key, main)
+    manifest.remember_names(offered)
+    return len(offered)
 
 
 @dataclass(slots=True)
@@ -45,11 +72,11 @@ def resolve(
         for mention in mentions:
             key = resolution_key(mention.text)
             if key:
-                proposals.setdefault(key, mention.text)
+                proposals.setdefault(key, plain_name(mention.text))
     for fact in extraction.facts:
         for surface in (fact.head, fact.tail):
             if key := resolution_key(surface):
-                proposals.setdefault(key, surface)
+                proposals.setdefault(key, plain_name(surface))
     canonical = manifest.canonical_names(proposals)
 
     resolved = Resolved()

@@ -51,14 +51,19 @@ class Reply:
 
 def chunk_spans(text: str, extra: Iterable[str] = (), max_words: int = MAX_SPAN_WORDS) -> list[str]:
     """Every run of up to `max_words` consecutive words of `text` that could name something: it stays on one
-    line and in one sentence, and neither starts nor ends with punctuation or a function word. `extra` (the
+    line and in one sentence, and neither starts nor ends with punctuation or a function word (but `The Salt
+Road` may start with its article). `extra` (the
     document's title) is added as it is."""
     words = list(_WORD.finditer(text))
     spans: dict[str, None] = dict.fromkeys(e.strip() for e in extra if e.strip() and not _UNSAFE.search(e))
     for i, first in enumerate(words):
-        if not first.group()[0].isalnum() or first.group().lower() in FUNCTION_WORDS:
+        if not first.group()[0].isalnum():
             continue
-        for j in range(i, min(i + max_words, len(words))):
+        # A capitalised article before a capitalised word is part of a name ("The Salt Road"); else not.
+        leading = first.group().lower() in FUNCTION_WORDS
+        if leading and not (first.group()[0].isupper() and i + 1 < len(words) and words[i + 1].group()[0].isupper()):
+            continue
+        for j in range(i + leading, min(i + max_words, len(words))):
             piece = words[j].group()
             if piece in {".", "!", "?", ";", ":"} or "\n" in text[first.start() : words[j].end()]:
                 break
