@@ -34,3 +34,9 @@ def test_a_wait_policy_the_user_set_is_kept() -> None:
     run = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[-1] == "ACTIVE"
+
+
+def test_the_langgraph_entry_point_chooses_the_policy_too() -> None:
+    """`langgraph.json` loads agents/graph.py without `app`: `agents` itself chooses the policy."""
+    counts = spin_counts("import agents.graph; import torch; torch.ones(64, 64) @ torch.ones(64, 64)")
+    assert counts and set(counts) == {"0"}, counts
