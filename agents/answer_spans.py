@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
 from agents.text import words
+from lm.remote import is_remote, note
 from lm.scoring import continuation_log_probs
 
 MAX_CANDIDATES = 48
@@ -204,12 +205,27 @@ def choose_span(
     candidates = sorted(candidates, key=lambda c: -priors[id(c)])[:MAX_CANDIDATES]
     # every sequence of the candidates' trie, scored whole: with so few, exhaustive search is exact where
     # greedy decoding through the trie would be approximate, and it yields every candidate's score
-    if model_weight > 0:
+    remote = model_weight > 0 and is_remote(model)
+    scores = (
+        model.score_continuations(answer_prompt(model, question, evidence), [c.text for c in candidates])
+        if remote
+        else None
+    )
+    if remote and scores is None:
+        note("answer span: model scores skipped (the server returns no prompt log-probabilities); evidence alone")
+    if scores is not None:
+        note(
+            "answer span: scored by the server's prompt log-probabilities (echo) on a plain-text prompt, "
+            "without the end token"
+        )
+        means = [total / max(tokens, 1) for total, tokens in scores]
+    elif model_weight > 0 and not remote:
         sequences = [[*model.encode(c.text), model.eos_token_id] for c in candidates]
         prompt_ids = model.encode(answer_prompt(model, question, evidence))
         means = [s.mean for s in continuation_log_probs(model, prompt_ids, sequences)]
     else:  # the model's say weighs nothing (a small model: see `agents.documents.span_model_weight`)
         means = [0.0] * len(candidates)
+        model_weight = 0.0
     scored = [
         replace(c, score=model_weight * mean + priors[id(c)], model=mean)
         for c, mean in zip(candidates, means, strict=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from graph.paths import Pattern
 from graph.relations import relation_name
+from lm.remote import is_remote, note
 from lm.scoring import continuation_log_probs
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ def model_chooses(model: LanguageModel, setting: str) -> bool:
 
 @lru_cache(maxsize=4)
 def model_parameters(model: LanguageModel) -> int:
-    """Counted once per model, not per question."""
+    """Counted once per model, not per question; 0 for a server's model, whose size is not known here (so
+    `auto` settings keep to what needs no model score; set them to `model` to use the server's scores)."""
+    if is_remote(model):
+        return 0
     return sum(p.numel() for p in model.model.parameters())
 
 
@@ -48,5 +52,12 @@ def chain_log_probs(model: LanguageModel, question: str, mention: str, patterns:
     prompt = model.chat_prompt(
         f"Question: {question}\nWhich relations of the knowledge graph lead from {mention} to the answer?"
     )
+    if is_remote(model):
+        scores = model.score_continuations(prompt + "Relations:", [chain_text(p) for p in patterns])  # type: ignore[attr-defined]
+        if scores is None:
+            note("chain choice: skipped (the server returns no prompt log-probabilities); the fast scorer decides")
+            return [0.0] * len(patterns)
+        note("chain choice: scored by the server's prompt log-probabilities (echo) on a plain-text prompt")
+        return [total / max(tokens, 1) for total, tokens in scores]
     bodies = [model.encode(chain_text(p)) or [model.eos_token_id] for p in patterns]
     return [score.mean for score in continuation_log_probs(model, model.encode(prompt + "Relations: "), bodies)]

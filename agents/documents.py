@@ -28,6 +28,7 @@ from agents.resources import Resources
 from agents.retrieval import chunks_from, retrieve_chunks
 from agents.state import Citation, LinkedEntity
 from agents.text import words
+from lm.remote import RemoteLanguageModel, is_remote, messages_of, note
 from lm.scoring import continuation_log_probs
 
 COVERED = 0.75  # share of the question's content words one evidence sentence must hold to need no next round
@@ -162,12 +163,14 @@ def conflict_of(
 ) -> dict[str, Any]:
     """FaithfulRAG's fact-level check: the closed-book answer against the one drawn from the context."""
     model = resources.model
-    prompt = model.encode(closed_book_prompt(resources, question))
-    parametric = model.greedy(prompt, CLOSED_BOOK_TOKENS).strip()
-    parametric = re.split(r"(?<=[.!?])\s", parametric, maxsplit=1)[0].rstrip(".")
-    # how sure the model is of it: the geometric mean of its tokens' probabilities
-    [scored] = continuation_log_probs(model, prompt, [model.encode(parametric) or [model.eos_token_id]])
-    sure = math.exp(scored.mean)
+    if isinstance(model, RemoteLanguageModel):
+        parametric, sure = remote_parametric(model, closed_book_prompt(resources, question))
+    else:
+        prompt = model.encode(closed_book_prompt(resources, question))
+        parametric = first_sentence(model.greedy(prompt, CLOSED_BOOK_TOKENS))
+        # how sure the model is of it: the geometric mean of its tokens' probabilities
+        [scored] = continuation_log_probs(model, prompt, [model.encode(parametric) or [model.eos_token_id]])
+        sure = math.exp(scored.mean)
     text = " ".join(s.text for s in evidence).casefold()
     disagree = bool(context_answer and parametric) and not (
         agree(parametric, context_answer) or parametric.casefold() in text
@@ -185,6 +188,28 @@ def conflict_of(
         "chosen": chosen,
         "reason": reason if conflict else "context and the model's own knowledge agree, or it has none",
     }
+
+
+def first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0].rstrip(".")
+
+
+def remote_parametric(model: RemoteLanguageModel, prompt: str) -> tuple[str, float]:
+    """The server's closed-book answer and its confidence, from the reply's own token log-probabilities (the
+    tokens that spell its first sentence) instead of a second scoring pass."""
+    reply = model.chat(messages_of(prompt) or [], CLOSED_BOOK_TOKENS, top_logprobs=1)
+    parametric = first_sentence(reply.text)
+    if not reply.tokens:
+        note("conflict check: the server returned no log-probabilities; its closed-book answer counts as unsure")
+        return parametric, 0.0
+    note("conflict check: confidence from the server's log-probabilities of its reply's first-sentence tokens")
+    written, taken = "", []
+    for token in reply.tokens:
+        if len(written.strip()) >= len(parametric):
+            break
+        written += token.text
+        taken.append(token.logprob)
+    return parametric, math.exp(sum(taken) / max(len(taken), 1))
 
 
 def answer_from_evidence(
@@ -250,5 +275,15 @@ def evidence_trace(resources: Resources, gathered: Evidence) -> dict[str, Any]:
     return {
         "rounds": gathered.rounds,
         "evidence_sentences": len(gathered.sentences),
-        **token_saving(resources.model.encode, gathered.passages, gathered.sentences),
+        **token_saving(_token_counter(resources), gathered.passages, gathered.sentences),
     }
+
+
+def _token_counter(resources: Resources) -> Callable[[str], Sequence[int]]:
+    """What `token_saving` counts with: the model's tokens, or for a server (whose tokenizer is not ours) an
+    estimate, said so in the trace."""
+    model = resources.model
+    if not is_remote(model):
+        return model.encode
+    note("retrieval token counts: estimated at four characters a token (the server's tokenizer is not local)")
+    return lambda text: range(model.count_tokens(text))

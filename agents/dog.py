@@ -14,6 +14,7 @@ from graph.store import GraphStore
 from graph.trie import PATH_END, PATH_START, PathTokenizer, TokenTrie
 from lm.constraints import ConstraintTrace, constrained_generate
 from lm.model import LanguageModel
+from lm.remote import RemoteLanguageModel, messages_of, note
 
 STEP_END = " ;"
 
@@ -26,7 +27,7 @@ class ChainResult:
 
 
 def decode_on_graph(
-    model: LanguageModel,
+    model: LanguageModel | RemoteLanguageModel,
     store: GraphStore,
     question: str,
     start_id: str,
@@ -61,13 +62,51 @@ def decode_on_graph(
         result.steps_considered.append(len(options))
         if not options or options == [None]:
             break
-        [best] = constrained_generate(
-            model, prompt, trie, start_ids, trie.depth, trace=result.trace, prefix_ids=chain_ids
-        )
-        node = trie.walk(best.segment)
+        if isinstance(model, RemoteLanguageModel):
+            segment = remote_step(model, prompt, model.decode(chain_ids), trie)
+        else:
+            [best] = constrained_generate(
+                model, prompt, trie, start_ids, trie.depth, trace=result.trace, prefix_ids=chain_ids
+            )
+            segment = best.segment
+        node = trie.walk(segment)
         choice = options[trie.values[node]] if node is not None and node in trie.values else None
         if choice is None:
             break
         result.path = choice
-        chain_ids += best.segment
+        chain_ids += segment
     return result
+
+
+def remote_step(model: RemoteLanguageModel, prompt: str, chain: str, trie: TokenTrie) -> list[int]:
+    """One step on a server: the step's options (the character trie's sequences) as guided choices where the
+    server has guidance, else listed in the prompt and the reply checked against the trie; a reply that is
+    no option ends the chain (as "stop" does)."""
+    options = [model.decode(ids) for ids in trie_sequences(trie)]
+    guidance = model.guidance
+    [*_, asked] = messages_of(prompt) or [{"content": prompt}]
+    ask = f"{asked['content']}\nThe chain so far:{chain}\nWrite its next step."
+    if guidance is None:
+        ask += " Copy one of these exactly:\n" + "\n".join(o.strip() for o in options)
+        note("decoding on graphs: steps decoded freely by the server, checked against the step's trie")
+    else:
+        note(f"decoding on graphs: steps constrained by the server's {guidance.name}")
+    messages = [{"role": "user", "content": ask}]
+    reply = model.chat(messages, 64, choices=[o.strip() for o in options]).text.strip()
+    for option in options:
+        if option.strip() == reply:
+            return model.encode(option)
+    note("decoding on graphs: a step's reply was no option of the trie; the chain stopped there")
+    return []
+
+
+def trie_sequences(trie: TokenTrie) -> list[list[int]]:
+    """Every whole sequence of `trie` (root to a node with a value), in insertion order of their values."""
+    found: dict[int, list[int]] = {}
+    stack: list[tuple[int, list[int]]] = [(trie.root, [])]
+    while stack:
+        node, ids = stack.pop()
+        if node in trie.values:
+            found[trie.values[node]] = ids
+        stack += [(child, [*ids, token]) for token, child in trie.children(node).items()]
+    return [found[value] for value in sorted(found)]

@@ -11,11 +11,22 @@ import torch
 
 from agents.resources import Resources
 from graph.paths import Path
-from graph.trie import KGTrie
-from lm.arbitration import AdaCAD, ArbitrationTrace, CKPlug, PairedArbitration, arbitrated_generate, entropy_bits
+from graph.trie import PATH_END, PATH_START, KGTrie
+from lm.arbitration import (
+    AdaCAD,
+    ArbitrationStep,
+    ArbitrationTrace,
+    CKPlug,
+    PairedArbitration,
+    arbitrated_generate,
+    entropy_bits,
+)
 from lm.constraints import constrained_greedy
+from lm.remote import TOP_LOGPROBS, RemoteLanguageModel, is_remote, note
+from lm.remote import take_approximations as take_approximations  # re-exported for the agent's trace
 
 ANSWER_TOKENS = 24
+LISTED_PATHS = 40  # paths shown in the prompt where a server cannot be constrained to them (best first)
 ASK_SHORT = "Answer with a short phrase only."
 # While a caller tallies (the OpenAI endpoint's usage), the token count of every prompt built for the model to
 # read is appended here. A list, so that the contexts LangGraph copies for its nodes add to the caller's.
@@ -26,7 +37,8 @@ def tallied(resources: Resources, prompt: str) -> str:
     """`prompt`, its tokens counted into PROMPT_TALLY when a caller has set one (else no cost)."""
     tally = PROMPT_TALLY.get()
     if tally is not None:
-        tally.append(len(resources.model.encode(prompt)))
+        model = resources.model
+        tally.append(model.count_tokens(prompt) if is_remote(model) else len(model.encode(prompt)))
     return prompt
 
 
@@ -45,12 +57,52 @@ def graph_answer(resources: Resources, question: str, paths: list[Path]) -> Grap
         return None
     model = resources.model
     trie = KGTrie(paths, model.encode, encode_batch=model.encode_batch)
+    if isinstance(model, RemoteLanguageModel):
+        return remote_graph_answer(resources, model, question, paths, trie)
     prompt = tallied(resources, model.chat_prompt(f"{question}\nAnswer with a path of the knowledge graph."))
     chosen = constrained_greedy(model, model.encode(prompt) + list(trie.start_ids), trie.trie)
     path = trie.path_of(chosen.segment)
     if path is None:  # cannot happen for a whole trie sequence; kept as a guard
         return None
     return GraphAnswer(path, chosen.log_prob, chosen.choices, chosen.forward_passes, len(paths))
+
+
+def remote_graph_answer(
+    resources: Resources, model: RemoteLanguageModel, question: str, paths: list[Path], trie: KGTrie
+) -> GraphAnswer:
+    """The path a server writes: guided to the allowed paths where it can be, else written freely among those
+    listed in the prompt; either way the reply is checked against the (character) trie, and a reply that is
+    no allowed path is replaced by the top-ranked one."""
+    texts = list(dict.fromkeys(p.verbalise() for p in paths))  # two paths may read alike: one choice each
+    guidance = model.guidance
+    ask = f"{question}\nAnswer with a path of the knowledge graph."
+    if guidance is None:
+        listed = "\n".join(texts[:LISTED_PATHS])
+        ask += f" Copy one of these paths exactly, nothing else:\n{listed}"
+        if len(texts) > LISTED_PATHS:
+            note(
+                f"graph path: the server has no guided decoding; only the top {LISTED_PATHS} of {len(texts)} "
+                "paths were listed"
+            )
+    reply = model.chat([{"role": "user", "content": ask}], max_tokens=256, top_logprobs=1, choices=texts)
+    written = reply.text.strip()
+    if PATH_START in written:  # a model that kept the delimiters: the text between them
+        written = written.split(PATH_START, 1)[1]
+    written = written.split(PATH_END.strip(), 1)[0].strip().splitlines()[0].strip() if written.strip() else ""
+    path = trie.path_of(model.encode(" " + written) + list(trie.end_ids))
+    if guidance is not None:
+        note(
+            f"graph path: constrained by the server's {guidance.name} over {len(texts)} paths, checked against the trie"
+        )
+    else:
+        note("graph path: decoded freely by the server, checked against the trie after decoding")
+    if path is None:
+        path = paths[0]
+        note("graph path: the reply was no allowed path; the top-ranked allowed path was taken instead")
+    log_prob = sum(t.logprob for t in reply.tokens) if reply.tokens else 0.0
+    if not reply.tokens:
+        note("graph path: the server returned no log-probabilities; the path's log-probability is 0")
+    return GraphAnswer(path, log_prob, 1, 1, len(paths))
 
 
 @dataclass
@@ -79,6 +131,23 @@ def document_answer(
 ) -> TextAnswer:
     """An answer from the passages, arbitrated against the model's own knowledge (AdaCAD by default)."""
     processor: PairedArbitration = AdaCAD() if method == "adacad" else CKPlug(reliance)
+    model = resources.model
+    if isinstance(model, RemoteLanguageModel):
+        steps = processor.trace.steps
+        text = model.arbitrated(
+            context_prompt(resources, question, passages),
+            closed_book_prompt(resources, question),
+            processor.combine,
+            ANSWER_TOKENS,
+            lambda token, weight, gain, conflict: steps.append(ArbitrationStep(token, weight, gain, conflict)),
+            on_text=on_text,
+        )
+        note(
+            f"{method}: each step combines the server's top-{TOP_LOGPROBS} next-token log-probabilities with and "
+            "without context (a token missing from one side's top-k gets that side's lowest shown value), "
+            "on plain-text prompts (no chat template), one /completions call per side per token"
+        )
+        return TextAnswer(text.strip(), method, processor.trace)
     text = arbitrated_generate(
         resources.model,
         context_prompt(resources, question, passages),
@@ -93,6 +162,13 @@ def document_answer(
 def closed_book_entropy(resources: Resources, question: str) -> float:
     """Entropy (bits) of the model's first answer token with no context: low means it knows (or thinks so)."""
     model = resources.model
+    if isinstance(model, RemoteLanguageModel):
+        top = model.next_token_logprobs(closed_book_prompt(resources, question))
+        note(f"closed-book entropy: over the server's top-{TOP_LOGPROBS} first tokens, renormalised")
+        if not top:
+            note("closed-book entropy: the server returned no log-probabilities; taken as unknown (infinite)")
+            return math.inf
+        return float(entropy_bits(torch.log_softmax(torch.tensor(list(top.values())), dim=-1)))
     ids = torch.tensor([model.encode(closed_book_prompt(resources, question))], device=model.device)
     with model.lock, torch.inference_mode():
         logits = model.model(ids).logits[0, -1].float()

@@ -32,6 +32,7 @@ from agents.generation import (
     closed_book_entropy,
     graph_answer,
     probability,
+    take_approximations,
 )
 from agents.resources import Resources
 from agents.retrieval import constraint_path, graph_candidates, link_entities, path_record
@@ -294,6 +295,7 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
             "confidence": 0.0,
             "supported": True,
         }
+    trace.update(take_approximations())  # what a remote model server could only approximate (lm.remote)
     trace["generate_s"] = round(time.perf_counter() - started, 4)
     update["trace"] = trace
     update["rounds"] = state.get("rounds", 0) + 1

@@ -17,6 +17,7 @@ from graph.vectors import VectorIndex
 if TYPE_CHECKING:
     from lm.embeddings import Embedder
     from lm.model import LanguageModel
+    from lm.remote import RemoteLanguageModel
 
 # Models load once per process even when a server's first questions arrive together (the loaders are
 # cached; this makes the second caller wait for the first instead of loading a copy beside it).
@@ -60,11 +61,19 @@ class Resources:
             return get_embedder(self.settings.embedding_model, self.settings.device, self.settings.cpu_threads)
 
     @cached_property
-    def model(self) -> LanguageModel:
+    def model(self) -> LanguageModel | RemoteLanguageModel:
+        """The in-process model, or the OpenAI-compatible server `TRELLIS_LLM_BASE_URL` names (the embedder
+        stays local either way)."""
+        s = self.settings
+        if s.llm_base_url:
+            from lm.remote import RemoteLanguageModel
+
+            key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
+            with _LOADING:
+                return RemoteLanguageModel(s.llm_base_url, key, s.llm_api_model)
         from lm.model import get_language_model
 
         with _LOADING:
-            s = self.settings
             return get_language_model(s.llm_model, s.model_cache_dir, s.device, s.cpu_threads)
 
     @cached_property
