@@ -212,11 +212,15 @@ def choose_span(
         else None
     )
     if remote and scores is None:
-        note("answer span: model scores skipped (the server returns no prompt log-probabilities); evidence alone")
+        note(
+            "answer span: model scores skipped (the server returns no prompt log-probabilities); evidence alone",
+            question,
+        )
     if scores is not None:
         note(
             "answer span: scored by the server's prompt log-probabilities (echo) on a plain-text prompt, "
-            "without the end token"
+            "without the end token",
+            question,
         )
         means = [total / max(tokens, 1) for total, tokens in scores]
     elif model_weight > 0 and not remote:

@@ -55,9 +55,12 @@ def chain_log_probs(model: LanguageModel, question: str, mention: str, patterns:
     if is_remote(model):
         scores = model.score_continuations(prompt + "Relations:", [chain_text(p) for p in patterns])  # type: ignore[attr-defined]
         if scores is None:
-            note("chain choice: skipped (the server returns no prompt log-probabilities); the fast scorer decides")
+            note(
+                "chain choice: skipped (the server returns no prompt log-probabilities); the fast scorer decides",
+                question,
+            )
             return [0.0] * len(patterns)
-        note("chain choice: scored by the server's prompt log-probabilities (echo) on a plain-text prompt")
+        note("chain choice: scored by the server's prompt log-probabilities (echo) on a plain-text prompt", question)
         return [total / max(tokens, 1) for total, tokens in scores]
     bodies = [model.encode(chain_text(p)) or [model.eos_token_id] for p in patterns]
     return [score.mean for score in continuation_log_probs(model, model.encode(prompt + "Relations: "), bodies)]

@@ -164,7 +164,7 @@ def conflict_of(
     """FaithfulRAG's fact-level check: the closed-book answer against the one drawn from the context."""
     model = resources.model
     if isinstance(model, RemoteLanguageModel):
-        parametric, sure = remote_parametric(model, closed_book_prompt(resources, question))
+        parametric, sure = remote_parametric(model, closed_book_prompt(resources, question), question)
     else:
         prompt = model.encode(closed_book_prompt(resources, question))
         parametric = first_sentence(model.greedy(prompt, CLOSED_BOOK_TOKENS))
@@ -194,15 +194,20 @@ def first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0].rstrip(".")
 
 
-def remote_parametric(model: RemoteLanguageModel, prompt: str) -> tuple[str, float]:
+def remote_parametric(model: RemoteLanguageModel, prompt: str, question: str) -> tuple[str, float]:
     """The server's closed-book answer and its confidence, from the reply's own token log-probabilities (the
     tokens that spell its first sentence) instead of a second scoring pass."""
     reply = model.chat(messages_of(prompt) or [], CLOSED_BOOK_TOKENS, top_logprobs=1)
     parametric = first_sentence(reply.text)
     if not reply.tokens:
-        note("conflict check: the server returned no log-probabilities; its closed-book answer counts as unsure")
+        note(
+            "conflict check: the server returned no log-probabilities; its closed-book answer counts as unsure",
+            question,
+        )
         return parametric, 0.0
-    note("conflict check: confidence from the server's log-probabilities of its reply's first-sentence tokens")
+    note(
+        "conflict check: confidence from the server's log-probabilities of its reply's first-sentence tokens", question
+    )
     written, taken = "", []
     for token in reply.tokens:
         if len(written.strip()) >= len(parametric):
@@ -276,14 +281,18 @@ def evidence_trace(resources: Resources, gathered: Evidence) -> dict[str, Any]:
         "rounds": gathered.rounds,
         "evidence_sentences": len(gathered.sentences),
         **token_saving(_token_counter(resources), gathered.passages, gathered.sentences),
+        **(
+            {"token_counts": "estimated at four characters a token (a remote server's tokenizer is not local)"}
+            if is_remote(resources.model)
+            else {}
+        ),
     }
 
 
 def _token_counter(resources: Resources) -> Callable[[str], Sequence[int]]:
     """What `token_saving` counts with: the model's tokens, or for a server (whose tokenizer is not ours) an
-    estimate, said so in the trace."""
+    estimate, said so in the retrieval trace."""
     model = resources.model
     if not is_remote(model):
         return model.encode
-    note("retrieval token counts: estimated at four characters a token (the server's tokenizer is not local)")
     return lambda text: range(model.count_tokens(text))

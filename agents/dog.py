@@ -63,7 +63,7 @@ def decode_on_graph(
         if not options or options == [None]:
             break
         if isinstance(model, RemoteLanguageModel):
-            segment = remote_step(model, prompt, model.decode(chain_ids), trie)
+            segment = remote_step(model, prompt, model.decode(chain_ids), trie, question)
         else:
             [best] = constrained_generate(
                 model, prompt, trie, start_ids, trie.depth, trace=result.trace, prefix_ids=chain_ids
@@ -78,7 +78,7 @@ def decode_on_graph(
     return result
 
 
-def remote_step(model: RemoteLanguageModel, prompt: str, chain: str, trie: TokenTrie) -> list[int]:
+def remote_step(model: RemoteLanguageModel, prompt: str, chain: str, trie: TokenTrie, question: str) -> list[int]:
     """One step on a server: the step's options (the character trie's sequences) as guided choices where the
     server has guidance, else listed in the prompt and the reply checked against the trie; a reply that is
     no option ends the chain (as "stop" does)."""
@@ -88,15 +88,24 @@ def remote_step(model: RemoteLanguageModel, prompt: str, chain: str, trie: Token
     ask = f"{asked['content']}\nThe chain so far:{chain}\nWrite its next step."
     if guidance is None:
         ask += " Copy one of these exactly:\n" + "\n".join(o.strip() for o in options)
-        note("decoding on graphs: steps decoded freely by the server, checked against the step's trie")
+        note("decoding on graphs: steps decoded freely by the server, checked against the step's trie", question)
     else:
-        note(f"decoding on graphs: steps constrained by the server's {guidance.name}")
+        note(f"decoding on graphs: steps constrained by the server's {guidance.name}", question)
     messages = [{"role": "user", "content": ask}]
     reply = model.chat(messages, 64, choices=[o.strip() for o in options]).text.strip()
     for option in options:
         if option.strip() == reply:
             return model.encode(option)
-    note("decoding on graphs: a step's reply was no option of the trie; the chain stopped there")
+    # A free reply that is no option: the first option whose entity it names (a small model rarely copies the
+    # arrowed relation exactly), recorded as such.
+    for option in options:
+        name = option.strip().removesuffix(STEP_END.strip()).strip().split(" ", 1)[-1]
+        if option.strip() != PATH_END.strip() and name and name.casefold() in reply.casefold():
+            note(
+                "decoding on graphs: a step's reply was no option; the option whose entity it names was taken", question
+            )
+            return model.encode(option)
+    note("decoding on graphs: a step's reply was no option of the trie; the chain stopped there", question)
     return []
 
 

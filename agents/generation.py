@@ -71,8 +71,9 @@ def remote_graph_answer(
     resources: Resources, model: RemoteLanguageModel, question: str, paths: list[Path], trie: KGTrie
 ) -> GraphAnswer:
     """The path a server writes: guided to the allowed paths where it can be, else written freely among those
-    listed in the prompt; either way the reply is checked against the (character) trie, and a reply that is
-    no allowed path is replaced by the top-ranked one."""
+    listed in the prompt; either way the reply is checked against the (character) trie. A free reply that is
+    no allowed path is read leniently (an allowed path inside it, else the best-ranked path ending at an
+    entity it names), else replaced by the top-ranked path; the trace says which."""
     texts = list(dict.fromkeys(p.verbalise() for p in paths))  # two paths may read alike: one choice each
     guidance = model.guidance
     ask = f"{question}\nAnswer with a path of the knowledge graph."
@@ -80,28 +81,32 @@ def remote_graph_answer(
         listed = "\n".join(texts[:LISTED_PATHS])
         ask += f" Copy one of these paths exactly, nothing else:\n{listed}"
         if len(texts) > LISTED_PATHS:
-            note(
-                f"graph path: the server has no guided decoding; only the top {LISTED_PATHS} of {len(texts)} "
-                "paths were listed"
-            )
+            note(f"graph path: no guided decoding; only the top {LISTED_PATHS} of {len(texts)} paths listed", question)
     reply = model.chat([{"role": "user", "content": ask}], max_tokens=256, top_logprobs=1, choices=texts)
-    written = reply.text.strip()
+    written = reply.text
     if PATH_START in written:  # a model that kept the delimiters: the text between them
         written = written.split(PATH_START, 1)[1]
-    written = written.split(PATH_END.strip(), 1)[0].strip().splitlines()[0].strip() if written.strip() else ""
+    written = written.split(PATH_END.strip(), 1)[0].strip()
     path = trie.path_of(model.encode(" " + written) + list(trie.end_ids))
     if guidance is not None:
-        note(
-            f"graph path: constrained by the server's {guidance.name} over {len(texts)} paths, checked against the trie"
-        )
+        note(f"graph path: constrained by the server's {guidance.name}, checked against the trie", question)
     else:
-        note("graph path: decoded freely by the server, checked against the trie after decoding")
+        note("graph path: decoded freely by the server, checked against the trie after decoding", question)
     if path is None:
-        path = paths[0]
-        note("graph path: the reply was no allowed path; the top-ranked allowed path was taken instead")
-    log_prob = sum(t.logprob for t in reply.tokens) if reply.tokens else 0.0
-    if not reply.tokens:
-        note("graph path: the server returned no log-probabilities; the path's log-probability is 0")
+        path = next((p for p in paths if p.verbalise() in written), None)
+        if path is None:
+            named = [p for p in paths if len(p.entity_ids) > 1 and p.end_name.casefold() in written.casefold()]
+            path = named[0] if named else None
+            how = "the best-ranked allowed path ending at an entity it names" if named else "the top-ranked path"
+            note(f"graph path: the reply was no allowed path; taken instead: {how}", question)
+            path = path or paths[0]
+        else:
+            note("graph path: the reply held an allowed path among other text; that path was taken", question)
+    if reply.tokens:
+        log_prob = sum(t.logprob for t in reply.tokens)
+    else:  # no information about the choice: a uniform prior over the allowed paths, not certainty
+        log_prob = -math.log(len(texts))
+        note("graph path: the server returned no log-probabilities; the path's is uniform over the choices", question)
     return GraphAnswer(path, log_prob, 1, 1, len(paths))
 
 
@@ -145,7 +150,8 @@ def document_answer(
         note(
             f"{method}: each step combines the server's top-{TOP_LOGPROBS} next-token log-probabilities with and "
             "without context (a token missing from one side's top-k gets that side's lowest shown value), "
-            "on plain-text prompts (no chat template), one /completions call per side per token"
+            "on plain-text prompts (no chat template), one /completions call per side per token",
+            question,
         )
         return TextAnswer(text.strip(), method, processor.trace)
     text = arbitrated_generate(
@@ -164,9 +170,9 @@ def closed_book_entropy(resources: Resources, question: str) -> float:
     model = resources.model
     if isinstance(model, RemoteLanguageModel):
         top = model.next_token_logprobs(closed_book_prompt(resources, question))
-        note(f"closed-book entropy: over the server's top-{TOP_LOGPROBS} first tokens, renormalised")
+        note(f"closed-book entropy: over the server's top-{TOP_LOGPROBS} first tokens, renormalised", question)
         if not top:
-            note("closed-book entropy: the server returned no log-probabilities; taken as unknown (infinite)")
+            note("closed-book entropy: the server returned no log-probabilities; taken as unknown (infinite)", question)
             return math.inf
         return float(entropy_bits(torch.log_softmax(torch.tensor(list(top.values())), dim=-1)))
     ids = torch.tensor([model.encode(closed_book_prompt(resources, question))], device=model.device)

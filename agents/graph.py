@@ -295,7 +295,7 @@ def generate(resources: Resources, state: AgentState) -> dict[str, Any]:
             "confidence": 0.0,
             "supported": True,
         }
-    trace.update(take_approximations())  # what a remote model server could only approximate (lm.remote)
+    trace.update(take_approximations(state["question"]))  # what a model server could only approximate
     trace["generate_s"] = round(time.perf_counter() - started, 4)
     update["trace"] = trace
     update["rounds"] = state.get("rounds", 0) + 1

@@ -7,7 +7,7 @@ of characters, which is what a reply's text can be checked against after decodin
 model (`greedy(encode(chat_prompt(...)))`) sends real chat messages to the server.
 
 What the server cannot give is approximated and said so: each approximation is recorded with `note()` and
-collected per thread by `take_approximations()` for the answer's trace.
+collected per question by `take_approximations()` for the answer's trace.
 
 Only the standard library speaks HTTP here (urllib, with timeouts): the backend needs no extra dependency.
 """
@@ -19,6 +19,7 @@ import math
 import threading
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,19 +33,28 @@ TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs, which vLLM and llama.cpp's
 # Token strings that end a reply when arbitration decodes token by token (servers spell end-of-turn so).
 STOP_TOKENS = frozenset({"", "<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<end_of_turn>", "<|end|>"})
 
-_NOTES = threading.local()
+# Approximations recorded per question (the agent's nodes may run on different threads), drained by the
+# answer's trace; bounded, since a question that fails before its answer never drains its notes.
+_NOTES: OrderedDict[str, list[str]] = OrderedDict()
+_NOTES_LOCK = threading.Lock()
+MAX_NOTED_QUESTIONS = 256
 
 
-def note(text: str) -> None:
-    """Record that something the local model does exactly was approximated (or skipped) on the server."""
-    notes: list[str] = _NOTES.__dict__.setdefault("notes", [])
-    if text not in notes:
-        notes.append(text)
+def note(text: str, question: str) -> None:
+    """Record that, for `question`, something the local model does exactly was approximated or skipped."""
+    with _NOTES_LOCK:
+        notes = _NOTES.setdefault(question, [])
+        _NOTES.move_to_end(question)
+        if text not in notes:
+            notes.append(text)
+        while len(_NOTES) > MAX_NOTED_QUESTIONS:
+            _NOTES.popitem(last=False)
 
 
-def take_approximations() -> dict[str, list[str]]:
-    """The approximations recorded on this thread since the last call, as a trace entry (empty: none)."""
-    notes: list[str] = _NOTES.__dict__.pop("notes", [])
+def take_approximations(question: str) -> dict[str, list[str]]:
+    """The approximations recorded for `question` since the last call, as a trace entry (empty: none)."""
+    with _NOTES_LOCK:
+        notes = _NOTES.pop(question, [])
     return {"approximations": notes} if notes else {}
 
 

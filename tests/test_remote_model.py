@@ -162,11 +162,33 @@ def test_adacad_on_a_server_is_approximated_from_top_logprobs(remote: Resources,
     from agents.generation import document_answer
     from lm.remote import take_approximations
 
-    take_approximations()
+    question = "Who built the Kerrow Lighthouse?"
+    take_approximations(question)
     passage = "The Kerrow Lighthouse was built in 1852 by the engineer Thomas Abernethy."
-    answer = document_answer(remote, "Who built the Kerrow Lighthouse?", [passage])
+    answer = document_answer(remote, question, [passage])
     assert answer.text and answer.trace.steps
     assert all(0.0 <= s.weight <= 1.0 for s in answer.trace.steps)
     assert "".join(remote.model.decode([s.token]) for s in answer.trace.steps).strip() == answer.text
-    [approximation] = take_approximations()["approximations"]
+    [approximation] = take_approximations(question)["approximations"]
     assert "top-20" in approximation
+
+
+@pytest.mark.slow
+def test_decoding_on_graphs_steps_stay_on_the_graph(remote: Resources, server: tuple[str, bool]) -> None:
+    from agents.dog import decode_on_graph
+    from lm.remote import take_approximations
+
+    store = remote.store
+    [start] = store.find_entities("Marek Lis", limit=1)
+    question = "Who directed the films written by Marek Lis?"
+    result = decode_on_graph(remote.model, store, question, start.id, max_hops=2)
+    assert result.steps_considered  # options were offered from the store
+    hops = result.path.triples()
+    notes = take_approximations(question)["approximations"]
+    if server[1]:  # guided: every step is an option, and stopping at once is not offered (min_hops=1)
+        assert hops and any("constrained by the server's vllm guided_choice" in n for n in notes)
+    else:  # free: a reply that is no option ends the chain, and the trace says so
+        assert any("checked against the step's trie" in n for n in notes)
+    for head, relation, tail in hops:
+        [entity] = store.find_entities(head, limit=1)
+        assert any(e.type == relation and e.forward and e.neighbour_name == tail for e in store.edges([entity.id]))
