@@ -247,7 +247,8 @@ class RemoteLanguageModel:
         for continuation in continuations:
             joint = text + ("" if continuation[:1].isspace() else " ") + continuation
             try:
-                choice = self.complete(joint, 0, logprobs=1, echo=True)
+                # one new token: vLLM refuses max_tokens=0; tokens past the joint text are not counted
+                choice = self.complete(joint, 1, logprobs=1, echo=True)
             except RemoteModelError:
                 if self._echo is None:  # refused outright (llama.cpp has no echo): stop asking
                     self._echo = False
@@ -255,11 +256,13 @@ class RemoteLanguageModel:
                 raise
             logprobs = choice.get("logprobs") or {}
             offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
-            if not offsets or not values:
+            # OpenAI's echo: an entry per prompt token, the first without a log-probability. A server that
+            # ignores echo returns the new token's alone, which would score every continuation 0.
+            if not offsets or not values or len(values) < 2 or values[0] is not None:
                 self._echo = False
                 return None
             self._echo = True
-            taken = [v for o, v in zip(offsets, values, strict=False) if o >= len(text) and v is not None]
+            taken = [v for o, v in zip(offsets, values, strict=False) if len(text) <= o < len(joint) and v is not None]
             scores.append((float(sum(taken)), len(taken)))
         return scores
 

