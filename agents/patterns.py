@@ -432,12 +432,13 @@ def explain(
             k for n, k in enumerate(places) if n == 0 or positions[n] - positions[n - 1] > 1 or words[n] == words[n - 1]
         ]
         back = min(turns[relation], sum(1 for k in separate if k in cues.return_near))
-        # The same word (or stem) again names the relation again ("written by the writer of X"); different
-        # words for one relation ("the actor of X ... starred in which films") say one hop twice. A return
-        # word beside one of them says the relation is taken out and back: two hops, however many words
-        # name it ("the director of X also directed", "directed by the same director of X").
+        # Each separate word names a hop ("the films starred by X actors": two of starred_actors). A return word
+        # beside one of them says the relation is taken out and back: two hops, not one more than the words
+        # name ("the director of X also directed which films", "directed by the same director of X").
+        unsupported += max(0, hops - max(len(separate), 2 * back))
+        # the same word (or stem) again names the relation again ("written by the writer of X"); different
+        # words for one relation ("national team ... play for") usually say one hop twice
         repeats = max((sum(_shares_stem(w, v) for v in words) for w in words), default=0)
-        unsupported += max(0, hops - max(min(len(separate), repeats), 2 * back))
         surplus += max(0, repeats - hops)
         returns += back
         pool[relation] = sorted(cues.outward(k) for k in separate)
