@@ -88,6 +88,16 @@ def build_app(model: LanguageModel, guided: bool, echo: bool = True) -> FastAPI:
             with lock:
                 chosen = constrained_greedy(model, prompt_ids, trie)
             text, finish = choices[trie.values[trie.walk(chosen.segment)]], "stop"
+            if body.get("logprobs"):  # the chosen tokens' log-probabilities under the model, as vLLM reports them
+                tokens = chosen.segment[:-1]  # without the end token
+                with lock, model.lock, torch.inference_mode():
+                    logits = model.model(torch.tensor([prompt_ids + tokens])).logits[0].float()
+                rows = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+                content = [
+                    {"token": token_text(t), "logprob": float(row[t]), "top_logprobs": []}
+                    for t, row in zip(tokens, rows, strict=True)
+                ]
+                logprobs = {"content": content}
         else:
             top = int(body.get("top_logprobs") or 0)
             tokens, steps = greedy_steps(prompt_ids, int(body.get("max_tokens") or 64), top)

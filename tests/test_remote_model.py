@@ -121,6 +121,7 @@ def test_graph_answers_are_paths_of_the_graph(remote: Resources, server: tuple[s
         assert result["source"] == "graph"
         assert result["path_details"] and edges_exist(remote, result["path_details"][0]["triples"])
         notes = result["trace"]["approximations"]
+        assert result["trace"]["constraint"]["path_log_prob"] < 0  # the server's log-probabilities of the reply
         if guided:
             assert any("guided_choice" in n and "checked against the trie" in n for n in notes)
         else:
