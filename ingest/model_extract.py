@@ -130,7 +130,8 @@ class ModelExtractor:
         return self._model
 
     def _key(self, chunk: Chunk) -> str:
-        body = json.dumps([VERSION, self.model_name, self.schema.digest, self.judge_mode, chunk.title, chunk.text])
+        settings = [VERSION, self.model_name, self.schema.digest, self.judge_mode, self.max_new_tokens]
+        body = json.dumps([*settings, chunk.title, chunk.text])
         return hashlib.sha256(body.encode()).hexdigest()
 
     def extract(self, chunks: Sequence[Chunk]) -> Extraction:

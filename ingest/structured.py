@@ -52,8 +52,7 @@ class Reply:
 def chunk_spans(text: str, extra: Iterable[str] = (), max_words: int = MAX_SPAN_WORDS) -> list[str]:
     """Every run of up to `max_words` consecutive words of `text` that could name something: it stays on one
     line and in one sentence, and neither starts nor ends with punctuation or a function word (but `The Salt
-Road` may start with its article). `extra` (the
-    document's title) is added as it is."""
+    Road` may start with its article). `extra` (the document's title) is added as it is."""
     words = list(_WORD.finditer(text))
     spans: dict[str, None] = dict.fromkeys(e.strip() for e in extra if e.strip() and not _UNSAFE.search(e))
     for i, first in enumerate(words):
