@@ -168,17 +168,24 @@ def neighbourhood(store: GraphStore, name: str, limit: int = 50) -> dict[str, An
 
 
 class ExtractorUnavailable(ValueError):
-    """The configured extractor cannot be built here (the model extractor is not in this version yet)."""
+    """The configured extractor cannot be built here (a bad extraction schema, or no in-process model)."""
 
 
-def make_extractor(settings: Settings, background: bool = True) -> Extractor:
-    """The extractor `settings.extractor` names, for the CLI and the server alike (`background`: spaCy in a
-    worker process, as the CLI runs it; the server keeps it in-process)."""
-    if settings.extractor == "spacy":
-        from ingest.extract import SpacyExtractor
+def make_extractor(settings: Settings, background: bool = True, model: Any | None = None) -> Extractor:
+    """The extractor `settings.extractor` names, for the CLI, the server and the Python API alike
+    (`ingest.extract.make_extractor`; `background`: spaCy in a worker process, as the CLI runs it; the server
+    keeps it in-process; `model`: a loaded language model to share). A bad extraction schema, or the model
+    extractor with a remote generator, is refused as `ExtractorUnavailable` naming why."""
+    from ingest.extract import make_extractor as build
+    from ingest.schema import SchemaError
 
-        return SpacyExtractor(settings.spacy_model, background=background)
-    # The model extractor is being built in ingest/; until it lands, the setting is refused by name here.
-    raise ExtractorUnavailable(
-        f"extractor {settings.extractor!r}: not available in this version yet (use --extractor spacy)"
-    )
+    if settings.extractor == "model" and settings.llm_base_url:
+        # the model extractor constrains decoding token by token, which needs the model in this process
+        raise ExtractorUnavailable(
+            "extractor 'model': needs the in-process model (its JSON grammar works on the model's logits); "
+            "unset TRELLIS_LLM_BASE_URL for ingestion or use --extractor spacy"
+        )
+    try:
+        return build(settings, background=background, model=model)
+    except SchemaError as error:
+        raise ExtractorUnavailable(f"extractor 'model': {error}") from None

@@ -210,7 +210,11 @@ class Service:
         if chosen == "spacy":
             extractor = self.extractor
         else:  # built for this job (ExtractorUnavailable, a ValueError, fails the job with its reason)
-            extractor = make_extractor(self.settings.model_copy(update={"extractor": chosen}), background=False)
+            # the model extractor shares the model already loaded for answering
+            local = None if self.settings.llm_base_url else self.resources.model
+            extractor = make_extractor(
+                self.settings.model_copy(update={"extractor": chosen}), background=False, model=local
+            )
         ingestor = Ingestor(self.settings, self.store, self.resources.embedder, extractor, progress=job.advance)
         try:
             report = ingestor.ingest(job.files)

@@ -90,7 +90,7 @@ def make_extractor(settings: Settings, background: bool = True, model: Any | Non
     already loaded `LanguageModel` to share (else it is loaded at first use). A bad schema file raises
     `ingest.schema.SchemaError` naming the file and field, before any model is loaded."""
     if settings.extractor == "spacy":
-        return SpacyExtractor(background=background)
+        return SpacyExtractor(settings.spacy_model, background=background)
     from ingest.model_extract import ModelExtractor
     from ingest.schema import load_schema
 

@@ -102,13 +102,18 @@ def test_ingest_extractor_option_reaches_the_settings(tmp_path: Path) -> None:
     data = tmp_path / "data"
     wrong = runner.invoke(app, ["ingest", str(passages), "--extractor", "regex", "--data-dir", str(data)])
     assert wrong.exit_code == 2 and "spacy or model" in wrong.stderr
-    # model: reaches the extractor factory, which names what it was asked for (the model extractor is not in
-    # this version yet); nothing is written
-    model = runner.invoke(app, ["ingest", str(passages), "--extractor", "model", "--data-dir", str(data)])
-    assert model.exit_code == 1 and "extractor 'model'" in model.stderr, model.output
+    # model: reaches the extractor factory, which refuses a bad extraction schema by file and field before
+    # any model loads; nothing is written
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        '{"entity_types": {"Person": {}}, "relation_types": {"knows": {"head": ["Person"], "tail": ["Pet"]}}}'
+    )
+    bad = {"TRELLIS_EXTRACTION_SCHEMA": str(schema)}
+    model = runner.invoke(app, ["ingest", str(passages), "--extractor", "model", "--data-dir", str(data)], env=bad)
+    assert model.exit_code == 1 and "extractor 'model'" in model.stderr and "schema.json" in model.stderr, model.output
     assert not (data / "manifest.sqlite").exists()
     # the option wins over the environment, as every CLI option does
-    env = {"TRELLIS_EXTRACTOR": "model", "TRELLIS_MODEL_CACHE": str(MODEL_CACHE)}
+    env = {"TRELLIS_EXTRACTOR": "model", "TRELLIS_MODEL_CACHE": str(MODEL_CACHE), **bad}
     spacy = runner.invoke(app, ["ingest", str(passages), "--extractor", "spacy", "--data-dir", str(data)], env=env)
     assert spacy.exit_code == 0, spacy.output
     assert "2 ingested" in spacy.stdout
