@@ -319,6 +319,7 @@ def _agent(settings: Settings, checkpointer: object = None) -> Iterator[tuple[ob
     """(compiled agent graph, resources) over a read-only store."""
     from agents.graph import build_graph
     from agents.resources import Resources
+    from lm.remote import RemoteModelError
 
     if settings.backend == "embedded" and not settings.graph_path.exists():
         raise _fail(f"nothing ingested in {settings.data_dir}: run `trellis ingest` or `trellis ingest-triples` first")
@@ -328,7 +329,7 @@ def _agent(settings: Settings, checkpointer: object = None) -> Iterator[tuple[ob
         raise _fail(str(error)) from None
     try:
         yield build_graph(resources, checkpointer), resources
-    except (GraphStoreError, VectorIndexError) as error:
+    except (GraphStoreError, VectorIndexError, RemoteModelError) as error:
         raise _fail(str(error)) from None
     finally:
         resources.close()

@@ -119,3 +119,15 @@ def test_ingest_extractor_option_reaches_the_settings(tmp_path: Path) -> None:
     assert "2 ingested" in spacy.stdout
     from_env = runner.invoke(app, ["ingest", str(passages), "--data-dir", str(data)], env=env)
     assert from_env.exit_code == 1 and "extractor 'model'" in from_env.stderr
+
+
+def test_ask_with_an_unreachable_model_server_fails_in_one_line(tmp_path: Path) -> None:
+    kg = tmp_path / "kg.tsv"
+    kg.write_text("Night Train\tdirected_by\tAnn Roe\n", encoding="utf-8")
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["ingest-triples", str(kg), "--data-dir", str(data)]).exit_code == 0
+    env = {"TRELLIS_LLM_BASE_URL": "http://127.0.0.1:9/v1", "TRELLIS_MODEL_CACHE": str(MODEL_CACHE)}
+    asked = runner.invoke(app, ["ask", "who directed Night Train", "--data-dir", str(data)], env=env)
+    assert asked.exit_code == 1, asked.output
+    assert "cannot reach the model server at http://127.0.0.1:9/v1" in asked.stderr
+    assert "Traceback" not in asked.output
