@@ -66,18 +66,23 @@ def _load(root: Path, name: str, triples: str, schema: dict | None = None) -> Pa
     return data_dir
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
-    data_dir = _load(tmp_path_factory.mktemp("family"), "family", FAMILY)
+def _agent_over(
+    tmp_path_factory: pytest.TempPathFactory, name: str, triples: str
+) -> Iterator[tuple[Resources, object]]:
+    """(resources, agent) over a KG of `triples` loaded through the CLI, for a module's tests."""
+    data_dir = _load(tmp_path_factory.mktemp(name), name, triples)
     with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
         yield resources, build_graph(resources)
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
+    yield from _agent_over(tmp_path_factory, "family", FAMILY)
 
 
 @pytest.fixture(scope="module")
 def players(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
-    data_dir = _load(tmp_path_factory.mktemp("players"), "players", PLAYERS)
-    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
-        yield resources, build_graph(resources)
+    yield from _agent_over(tmp_path_factory, "players", PLAYERS)
 
 
 def test_relation_names_in_every_common_style_read_as_words() -> None:
@@ -187,9 +192,7 @@ Hotel Rwanda\tstarred_actors\tDon Cheadle
 
 @pytest.fixture(scope="module")
 def films(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
-    data_dir = _load(tmp_path_factory.mktemp("films"), "films", FILMS)
-    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
-        yield resources, build_graph(resources)
+    yield from _agent_over(tmp_path_factory, "films", FILMS)
 
 
 def test_a_possessive_inside_a_name_is_part_of_it(films) -> None:
@@ -265,9 +268,7 @@ Glass Harbour\tillustrated_by\tTom Reyes
 
 @pytest.fixture(scope="module")
 def books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Resources, object]]:
-    data_dir = _load(tmp_path_factory.mktemp("books"), "books", BOOKS)
-    with Resources.open(Settings(data_dir=data_dir, model_cache=MODEL_CACHE)) as resources:
-        yield resources, build_graph(resources)
+    yield from _agent_over(tmp_path_factory, "books", BOOKS)
 
 
 @pytest.mark.parametrize(
