@@ -26,11 +26,14 @@ def resolution_key(surface: str) -> str:
     return _ARTICLE.sub("", normalised_key(_POSSESSIVE.sub("", surface.strip())))
 
 
-_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+(?=\S)", re.IGNORECASE)
+# Only a lower-case article is running text's determiner ("met the Ada Lovelace"); a capitalised one is part
+# of the name as written ("The Hague", "The Beatles") and names are stored as given.
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+(?=\S)")
 
 
 def plain_name(surface: str) -> str:
-    """The form a new entity is named by: `the Ada Lovelace's` -> `Ada Lovelace` (the surface stays an alias)."""
+    """The form a new entity is named by: `the Ada Lovelace's` -> `Ada Lovelace`, `The Hague` stays (the
+    surface stays an alias)."""
     bare = _LEADING_ARTICLE.sub("", _POSSESSIVE.sub("", surface.strip())).strip(" ,.;:")
     return bare or surface.strip()
 

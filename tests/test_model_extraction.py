@@ -239,6 +239,9 @@ def test_document_mentions_merge_with_graph_entities_of_another_case_or_form(tmp
         # A new entity is named without its article: the first surface seen is `the Babbage Engine`.
         extraction = Extraction(mentions={"d#0": [Mention("the Babbage Engine", "THING")]})
         assert [e.name for e in resolve([chunk], extraction, manifest, {}).entities] == ["Babbage Engine"]
+        # ... but a capitalised article is part of a name as written
+        extraction = Extraction(mentions={"d#0": [Mention("The Hague", "GPE")]})
+        assert [e.name for e in resolve([chunk], extraction, manifest, {}).entities] == ["The Hague"]
     finally:
         manifest.close()
         store.close()
