@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
 from agents.text import words
+from agents.usage import counted
 from lm.remote import is_remote, note
 from lm.scoring import continuation_log_probs
 
@@ -175,9 +176,12 @@ def type_fit(candidate: Candidate, kind: str | None) -> float:
 
 
 def answer_prompt(model: Any, question: str, evidence: Sequence[Sentence]) -> str:
-    return model.chat_prompt(
-        f"Evidence:\n{numbered(list(evidence))}\n\nQuestion: {question}\n"
-        "Answer with a short phrase copied from the evidence."
+    return counted(
+        model,
+        model.chat_prompt(
+            f"Evidence:\n{numbered(list(evidence))}\n\nQuestion: {question}\n"
+            "Answer with a short phrase copied from the evidence."
+        ),
     )
 
 

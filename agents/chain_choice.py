@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from agents.usage import counted
 from graph.paths import Pattern
 from graph.relations import relation_name
 from lm.remote import is_remote, note
@@ -49,8 +50,11 @@ def model_parameters(model: LanguageModel) -> int:
 def chain_log_probs(model: LanguageModel, question: str, mention: str, patterns: Sequence[Pattern]) -> list[float]:
     """Mean log-probability of each chain's text after the question (`lm.scoring`: one batch over the
     prompt's cached keys and values)."""
-    prompt = model.chat_prompt(
-        f"Question: {question}\nWhich relations of the knowledge graph lead from {mention} to the answer?"
+    prompt = counted(
+        model,
+        model.chat_prompt(
+            f"Question: {question}\nWhich relations of the knowledge graph lead from {mention} to the answer?"
+        ),
     )
     if is_remote(model):
         scores = model.score_continuations(prompt + "Relations:", [chain_text(p) for p in patterns])  # type: ignore[attr-defined]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
 
 from agents.resources import Resources
+from agents.usage import counted
 from graph.paths import Path
 from graph.trie import PATH_END, PATH_START, KGTrie
 from lm.arbitration import (
@@ -22,24 +22,17 @@ from lm.arbitration import (
     entropy_bits,
 )
 from lm.constraints import constrained_greedy
-from lm.remote import TOP_LOGPROBS, RemoteLanguageModel, is_remote, note
+from lm.remote import TOP_LOGPROBS, RemoteLanguageModel, note
 from lm.remote import take_approximations as take_approximations  # re-exported for the agent's trace
 
 ANSWER_TOKENS = 24
 LISTED_PATHS = 40  # paths shown in the prompt where a server cannot be constrained to them (best first)
 ASK_SHORT = "Answer with a short phrase only."
-# While a caller tallies (the OpenAI endpoint's usage), the token count of every prompt built for the model to
-# read is appended here. A list, so that the contexts LangGraph copies for its nodes add to the caller's.
-PROMPT_TALLY: ContextVar[list[int] | None] = ContextVar("prompt_tally", default=None)
 
 
 def tallied(resources: Resources, prompt: str) -> str:
-    """`prompt`, its tokens counted into PROMPT_TALLY when a caller has set one (else no cost)."""
-    tally = PROMPT_TALLY.get()
-    if tally is not None:
-        model = resources.model
-        tally.append(model.count_tokens(prompt) if is_remote(model) else len(model.encode(prompt)))
-    return prompt
+    """`prompt`, counted into the caller's usage tally (`agents.usage`)."""
+    return counted(resources.model, prompt)
 
 
 @dataclass

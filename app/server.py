@@ -29,9 +29,9 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from agents.generation import PROMPT_TALLY
 from agents.graph import ask, paired_turns
 from agents.state import Turn
+from agents.usage import PROMPT_TALLY
 from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import chunk_row, document_rows, entity_rows, neighbourhood, relation_rows, status_report
 from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
