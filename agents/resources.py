@@ -98,6 +98,17 @@ class Resources:
         """Load the language model and the embedder now rather than at the first question."""
         _ = self.model, self.embedder
 
+    def warm_up(self) -> None:
+        """Everything a server has loaded by its second question: the models, spaCy, the name and vector indexes,
+        the relation descriptions, and one first pass through each model (whose one-time setup the first
+        question would otherwise pay)."""
+        self.load_models()
+        _ = self.nlp, self.name_index, self.chunk_index, self.entity_index
+        self.lexicon.prepare(self.lexicon.known_relations(self.store))
+        self.embedder.embed(["warm up"])
+        self.model.greedy(self.model.encode("Hello"), 2)
+        self.nlp("A first sentence. A second one.")
+
     @property
     def models_loaded(self) -> bool:
         return "model" in self.__dict__  # cached_property keeps a loaded value in the instance dict

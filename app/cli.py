@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from config import Settings, load_settings
+from config import EXTRACTORS, Settings, load_settings
 from graph.backends import open_store
 from graph.errors import GraphStoreError
 from graph.store import GraphStore
@@ -212,8 +212,8 @@ def ingest(
     from ingest.pipeline import Ingestor
     from lm.embeddings import get_embedder
 
-    if extractor not in (None, "spacy", "model"):
-        raise _fail(f"--extractor: expected spacy or model, got {extractor!r}", 2)
+    if extractor is not None and extractor not in EXTRACTORS:
+        raise _fail(f"--extractor: expected {' or '.join(EXTRACTORS)}, got {extractor!r}", 2)
     settings = load_settings(data_dir=data_dir, extractor=extractor)
     try:
         chosen = make_extractor(settings)
@@ -572,15 +572,9 @@ def ask_command(
 
     with _agent(_settings(data_dir)) as (graph, resources):
         if timing:
-            # What a warm server has already loaded, so that the answer time compares with its answer time.
+            # what a warm server has already loaded, so that the answer time compares with its answer time
             started = time.perf_counter()
-            resources.load_models()
-            _ = resources.nlp, resources.name_index, resources.chunk_index, resources.entity_index
-            resources.lexicon.prepare(resources.lexicon.known_relations(resources.store))
-            # and a first pass through each model, whose one-time setup a server's first question has paid
-            resources.embedder.embed(["warm up"])
-            resources.model.greedy(resources.model.encode("Hello"), 2)
-            resources.nlp("A first sentence. A second one.")
+            resources.warm_up()
             loaded = time.perf_counter() - started
         result = ask(graph, question)
     if timing:

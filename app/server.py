@@ -35,7 +35,7 @@ from agents.usage import PROMPT_TALLY
 from app.admission import BodyLimit, QueueFull, WriteOrigin, error_body
 from app.service import chunk_row, document_rows, entity_rows, neighbourhood, relation_rows, status_report
 from app.serving import TRIPLE_SUFFIXES, IngestJob, Service, refuse_duplicate_names, safe_upload_name
-from config import Settings
+from config import EXTRACTORS, Settings
 from graph.errors import GraphStoreError
 from graph.vectors import VectorIndexError
 
@@ -691,7 +691,7 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
                                 "kind": {"type": "string", "enum": ["auto", "documents", "triples"]},
                                 "extractor": {
                                     "type": "string",
-                                    "enum": ["spacy", "model"],
+                                    "enum": list(EXTRACTORS),
                                     "description": "for documents: who finds entities and relations "
                                     "(default: the server's TRELLIS_EXTRACTOR)",
                                 },
@@ -739,8 +739,8 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             if kind not in ("auto", "documents", "triples"):
                 raise HTTPException(400, f"kind: expected auto, documents or triples, got {kind!r}")
             extractor = str(form.get("extractor") or "") or None
-            if extractor not in (None, "spacy", "model"):
-                raise HTTPException(400, f"extractor: expected spacy or model, got {extractor!r}")
+            if extractor is not None and extractor not in EXTRACTORS:
+                raise HTTPException(400, f"extractor: expected {' or '.join(EXTRACTORS)}, got {extractor!r}")
             uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
             if not uploads:
                 raise HTTPException(400, "files: no file uploaded")

@@ -20,13 +20,13 @@ from agents.graph import build_graph
 from agents.resources import Resources
 from app.admission import GenerationGate, TurnLocks
 from app.service import document_rows, make_extractor, write_atomically
-from config import Settings
+from config import ExtractorName, Settings
 from graph.backends import open_store
 from graph.errors import GraphStoreError
 from graph.store import SerialisedStore
 from graph.vectors import VectorIndexError
 from ingest.loaders import SUPPORTED
-from ingest.triples import TripleFileError, ingest_triples
+from ingest.triples import TripleFileError, ingest_triples, problem_listing
 
 if TYPE_CHECKING:
     from ingest.extract import SpacyExtractor
@@ -55,7 +55,7 @@ class IngestJob:
     kind: Literal["documents", "triples"]
     files: list[Path]
     source: str | None = None  # provenance for triples posted as JSON (else each file's name)
-    extractor: Literal["spacy", "model"] | None = None  # for documents; None: the settings' extractor
+    extractor: ExtractorName | None = None  # for documents; None: the settings' extractor
     state: Literal["queued", "running", "done", "failed"] = "queued"
     progress: dict[str, dict[str, int | None]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -245,10 +245,8 @@ class Service:
                 if not error.problems:
                     raise ValueError(self._without_folder(error)) from None
                 lines = [self._without_folder(problem) for problem in error.problems]
-                shown = "\n".join(f"  {line}" for line in lines[:20])
-                more = f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""
                 raise ValueError(
-                    f"{len(lines)} invalid line(s) in {path.name}; nothing of it was written:\n{shown}{more}"
+                    f"{len(lines)} invalid line(s) in {path.name}; nothing of it was written:\n{problem_listing(lines)}"
                 ) from None
             rows += report.rows
             entities += report.entities_created

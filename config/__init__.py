@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_URI = "embedded"
+ExtractorName = Literal["spacy", "model"]
+EXTRACTORS: tuple[str, ...] = get_args(ExtractorName)  # what `extractor` accepts, for the CLI and API checks
 NEO4J_SCHEMES = ("bolt://", "bolt+s://", "bolt+ssc://", "neo4j://", "neo4j+s://", "neo4j+ssc://")
 
 
@@ -69,7 +71,7 @@ class Settings(BaseSettings):
     vector_index: Literal["flat", "hnsw"] = Field(
         "flat", description="'flat' is exact; 'hnsw' is approximate and faster for large corpora."
     )
-    extractor: Literal["spacy", "model"] = Field(
+    extractor: ExtractorName = Field(
         "spacy",
         description="Who finds entities and relations in documents: spaCy's dependency patterns (fast, the default "
         "on CPU) or the language model under an extraction schema, with a reflection pass.",

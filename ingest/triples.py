@@ -34,13 +34,17 @@ class TripleFileError(ValueError):
     def __init__(self, path: Path, problems: list[Problem], reason: str | None = None) -> None:
         self.path, self.problems = path, problems
         if reason is None:
-            shown = "\n".join(f"  {p}" for p in problems[:20])
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
             reason = (
                 f"{len(problems)} invalid line(s) in {path}; nothing was written "
-                f"(fix them, or pass --skip-invalid to skip them):\n{shown}{more}"
+                f"(fix them, or pass --skip-invalid to skip them):\n{problem_listing([str(p) for p in problems])}"
             )
         super().__init__(reason)
+
+
+def problem_listing(lines: list[str], shown: int = 20) -> str:
+    """The first `shown` problem lines, indented, and how many more there are."""
+    listed = "\n".join(f"  {line}" for line in lines[:shown])
+    return listed + (f"\n  ... and {len(lines) - shown} more" if len(lines) > shown else "")
 
 
 @dataclass(frozen=True, slots=True)
