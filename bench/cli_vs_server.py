@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.load import Server  # noqa: E402
 from bench.results_io import machine, now, write_result  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -71,41 +71,15 @@ def build_data(work: Path) -> Path:
     return data
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def server(data: Path, log: Path) -> Iterator[str]:
-    """A warm `trellis serve` child on a free loopback port; stopped (and waited for) on the way out."""
-    port = free_port()
-    command = [str(TRELLIS), "serve", "--port", str(port), "--data-dir", str(data)]
-    with log.open("wb") as sink:  # a file, not a pipe: uvicorn's log must never fill a pipe nobody reads
-        process = subprocess.Popen(command, env=ENV, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{port}"
+    """A warm `trellis serve` child (`bench.load.Server`, its models loaded); stopped on the way out."""
+    child = Server(data, log=log, env=ENV)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{url}/status", timeout=5).json().get("models_loaded"):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.5)
-        yield url
+        child.wait_ready(models=True)
+        yield child.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        child.stop()
 
 
 @contextmanager

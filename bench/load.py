@@ -75,23 +75,29 @@ def free_port() -> int:
 
 
 class Server:
-    """A `trellis serve` child process with the given TRELLIS_* overrides."""
+    """A `trellis serve` child process with the given TRELLIS_* overrides (`env`: the environment to start from,
+    default this process's), its log in `log` (default `server.log` beside the data directory)."""
 
-    def __init__(self, data_dir: Path, **settings: str) -> None:
+    def __init__(self, data_dir: Path, log: Path | None = None, env: dict[str, str] | None = None, **settings: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        environment = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         environment.update({f"TRELLIS_{k.upper()}": v for k, v in settings.items()})
         command = [str(TRELLIS), "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
-        self.process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = log or data_dir.parent / "server.log"
+        with self.log.open("wb") as sink:  # a file, not a pipe: uvicorn's log must never fill a pipe nobody reads
+            self.process = subprocess.Popen(command, env=environment, stdout=sink, stderr=sink)
 
-    def wait_ready(self, timeout: float = 300) -> None:
+    def wait_ready(self, timeout: float = 300, models: bool = False) -> None:
+        """Until the server answers `/health` (and, with `models`, reports its models loaded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log.read_text(errors='replace')[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200 and (
+                    not models or httpx.get(f"{self.url}/status", timeout=5).json().get("models_loaded")
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -108,6 +114,7 @@ class Server:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
 
 
 async def drive(url: str, clients: int, seconds: float, items: list[tuple[str, set[str]]]) -> list[Sample]:
