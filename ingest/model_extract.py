@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,3 @@ def _as_result(verdicts: Sequence[Judged], schema: ExtractionSchema, parsed: boo
 
 def _is_date_type(name: str, types: tuple[str, ...]) -> bool:
     return "date" in types and is_date(name)
-
-
-def stats_dict(stats: ExtractionStats) -> dict:
-    return asdict(stats)

@@ -89,7 +89,7 @@ def reflect(
 ) -> list[Judged]:
     """Critique `triples` proposed for chunk `text` (of a document titled `title`); one verdict each."""
     spans = sentences(text)
-    verdicts: list[Judged | None] = []
+    verdicts: list[Judged] = []
     seen: set[tuple[str, str, str]] = set()
     to_judge: list[tuple[int, tuple[str, str, str, str]]] = []
     for head, relation, tail in triples:
@@ -120,11 +120,10 @@ def reflect(
         for (index, _item), stated in zip(to_judge, judge.states([item for _i, item in to_judge]), strict=True):
             if not stated:
                 v = verdicts[index]
-                assert v is not None
                 verdicts[index] = Judged(
                     v.head, v.relation, v.tail, False, v.start, v.end, "the model judged its sentence does not state it"
                 )
-    return [v for v in verdicts if v is not None]
+    return verdicts
 
 
 def _evidence(text: str, spans: list[tuple[int, int]], head: str, tail: str, title: str) -> tuple[int, int] | None:

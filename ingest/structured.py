@@ -201,7 +201,7 @@ class GrammarProcessor:
             narrowed = allowed[row] & self._closing[:width]
             if narrowed.any():
                 allowed[row] = narrowed
-        masked = scores.masked_fill(~allowed, float("-inf"))
+        masked = scores.masked_fill(~allowed.to(scores.device), float("-inf"))  # the mask is built on the CPU
         self.mask_seconds += time.perf_counter() - started
         return masked
 
