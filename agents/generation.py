@@ -75,6 +75,7 @@ def remote_graph_answer(
         ask += f" Copy one of these paths exactly, nothing else:\n{listed}"
         if len(texts) > LISTED_PATHS:
             note(f"graph path: no guided decoding; only the top {LISTED_PATHS} of {len(texts)} paths listed", question)
+    tallied(resources, ask)
     reply = model.chat([{"role": "user", "content": ask}], max_tokens=256, top_logprobs=1, choices=texts)
     written = reply.text
     if PATH_START in written:  # a model that kept the delimiters: the text between them

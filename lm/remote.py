@@ -127,6 +127,7 @@ class RemoteLanguageModel:
         self.api_model = model
         self.name = f"{model}@{self.base_url}"
         self._guidance: Guidance | bool | None = False  # False: not probed yet
+        self._probing = threading.Lock()
         self._echo: bool | None = None
 
     # -- HTTP ----------------------------------------------------------------------------------------------
@@ -166,6 +167,7 @@ class RemoteLanguageModel:
         max_tokens: int,
         top_logprobs: int = 0,
         choices: list[str] | None = None,
+        guidance: Guidance | None = None,
     ) -> Reply:
         """A greedy reply (temperature 0) to `messages`; `choices`: constrain it with the server's guidance
         (the caller checks whether there is one: `guidance`)."""
@@ -177,8 +179,10 @@ class RemoteLanguageModel:
         }
         if top_logprobs:
             body.update(logprobs=True, top_logprobs=min(top_logprobs, TOP_LOGPROBS))
-        if choices is not None and isinstance(self._guidance, Guidance):
-            body.update(self._guidance.body(choices))
+        # the guidance found by the probe, or (while probing) the one being tried: never shared state in flux
+        use = guidance or (self._guidance if isinstance(self._guidance, Guidance) else None)
+        if choices is not None and use is not None:
+            body.update(use.body(choices))
         answer = self._request("/chat/completions", body)
         choice = answer["choices"][0]
         text = (choice.get("message") or {}).get("content") or ""
@@ -212,19 +216,21 @@ class RemoteLanguageModel:
     def guidance(self) -> Guidance | None:
         """The first way of constraining replies this server honours, found once by trying each on a pair
         of strings no free reply would produce; None: it honours none (replies are checked afterwards)."""
-        if self._guidance is False:
-            probe = ["zq7 violet", "xj4 amber"]
-            found: Guidance | None = None
-            for guidance in GUIDANCE:
-                self._guidance = guidance
-                try:
-                    reply = self.chat([{"role": "user", "content": "Say hello."}], 8, choices=probe)
-                except RemoteModelError:
-                    continue  # a server that refuses the field (400) does not have it
-                if reply.text.strip() in probe:
-                    found = guidance
-                    break
-            self._guidance = found
+        with self._probing:  # one probe, even when the first questions arrive together
+            if self._guidance is False:
+                probe = ["zq7 violet", "xj4 amber"]
+                found: Guidance | None = None
+                for guidance in GUIDANCE:
+                    try:
+                        reply = self.chat(
+                            [{"role": "user", "content": "Say hello."}], 8, choices=probe, guidance=guidance
+                        )
+                    except RemoteModelError:
+                        continue  # a server that refuses the field (400) does not have it
+                    if reply.text.strip() in probe:
+                        found = guidance
+                        break
+                self._guidance = found
         return self._guidance if isinstance(self._guidance, Guidance) else None
 
     def generate(self, prompt: str, max_tokens: int, on_text: Callable[[str], None] | None = None) -> str:
