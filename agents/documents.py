@@ -280,19 +280,10 @@ def evidence_trace(resources: Resources, gathered: Evidence) -> dict[str, Any]:
     return {
         "rounds": gathered.rounds,
         "evidence_sentences": len(gathered.sentences),
-        **token_saving(_token_counter(resources), gathered.passages, gathered.sentences),
+        **token_saving(resources.model.count_tokens, gathered.passages, gathered.sentences),
         **(
             {"token_counts": "estimated at four characters a token (a remote server's tokenizer is not local)"}
             if is_remote(resources.model)
             else {}
         ),
     }
-
-
-def _token_counter(resources: Resources) -> Callable[[str], Sequence[int]]:
-    """What `token_saving` counts with: the model's tokens, or for a server (whose tokenizer is not ours) an
-    estimate, said so in the retrieval trace."""
-    model = resources.model
-    if not is_remote(model):
-        return model.encode
-    return lambda text: range(model.count_tokens(text))

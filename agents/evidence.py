@@ -12,6 +12,7 @@ then reads only those, numbered and tagged with their source.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -119,8 +120,8 @@ def numbered(evidence: list[Sentence]) -> str:
     )
 
 
-def token_saving(count: Any, passages: list[str], evidence: list[Sentence]) -> dict[str, int]:
+def token_saving(count: Callable[[str], int], passages: list[str], evidence: list[Sentence]) -> dict[str, int]:
     """Tokens of the whole chunks against those of the selected sentences (for the trace)."""
-    whole = sum(len(count(p)) for p in passages)
-    kept = sum(len(count(s.text)) for s in evidence)
+    whole = sum(count(p) for p in passages)
+    kept = sum(count(s.text) for s in evidence)
     return {"chunk_tokens": whole, "evidence_tokens": kept, "saved_tokens": max(0, whole - kept)}

@@ -9,8 +9,6 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from lm.remote import is_remote
-
 PROMPT_TALLY: ContextVar[list[int] | None] = ContextVar("prompt_tally", default=None)
 
 
@@ -18,5 +16,5 @@ def counted(model: Any, prompt: str) -> str:
     """`prompt`, its tokens added to PROMPT_TALLY when a caller has set one (a server model's are estimated)."""
     tally = PROMPT_TALLY.get()
     if tally is not None:
-        tally.append(model.count_tokens(prompt) if is_remote(model) else len(model.encode(prompt)))
+        tally.append(model.count_tokens(prompt))
     return prompt

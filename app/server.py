@@ -455,10 +455,11 @@ def create_app(settings: Settings, warm: bool = False) -> FastAPI:
             raise HTTPException(403, f"cross-site write refused: {foreign}")
 
     async def check_question_length(text: str, field: str, status: int) -> None:
-        """Refuse a question over MAX_QUESTION_TOKENS of the language model's tokenizer (counted on a thread:
-        the first count may load the model)."""
-        encode = service.resources.model.encode
-        tokens = await asyncio.get_running_loop().run_in_executor(None, lambda: len(encode(text)))
+        """Refuse a question over MAX_QUESTION_TOKENS of the language model's tokenizer (a server model's are
+        estimated; counted on a thread: the first count may load the model)."""
+        tokens = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: service.resources.model.count_tokens(text)
+        )
         if tokens > MAX_QUESTION_TOKENS:
             raise HTTPException(status, f"{field}: {tokens:,} tokens, over the limit of {MAX_QUESTION_TOKENS} tokens")
 

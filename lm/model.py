@@ -176,6 +176,10 @@ class LanguageModel:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's tokenizer (a server model estimates them: `lm.remote`)."""
+        return len(self.encode(text))
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         backend = getattr(self.tokenizer, "_tokenizer", None)  # the Rust tokenizer of a fast tokenizer
         if backend is None:
