@@ -20,7 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.answer_spans import Candidate, SpanAnswer, asks_explanation, candidates_of, choose_span, evidence_score
+from agents.answer_spans import (
+    Candidate,
+    SpanAnswer,
+    asks_explanation,
+    candidates_of,
+    choose_span,
+    evidence_score,
+    reading_order,
+)
 from agents.chain_choice import AUTO_MIN_PARAMETERS, model_parameters
 from agents.evidence import Sentence, content_words, numbered, select_evidence, split_sentences, token_saving
 from agents.generation import closed_book_prompt, document_answer
@@ -75,7 +83,7 @@ def bridge_of(resources: Resources, question: str, evidence: list[Sentence], kno
     ]
     if not names:
         return None
-    return max(names, key=lambda c: evidence_score(question, c, evidence, None))
+    return min(names, key=lambda c: (-evidence_score(question, c, evidence, None), *reading_order(c)))
 
 
 def gather_evidence(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from agents.answer_spans import Candidate, asked_kind, asks_explanation, type_fit
+from agents.answer_spans import Candidate, asked_kind, asks_explanation, candidates_of, type_fit
 from agents.documents import agree
 from agents.evidence import split_sentences
 from agents.graph import ask, build_graph
@@ -115,7 +115,8 @@ def test_sentences_skip_code_fences_and_markup(corpus) -> None:
 
 
 def test_what_a_question_asks_for() -> None:
-    assert asked_kind("How many dimensions does it map sentences to?") == "quantity"
+    assert asked_kind("How many dimensions does it map sentences to?") == "count"
+    assert asked_kind("How much did the rooms cost?") == "quantity"
     assert asked_kind("When was the society founded?") == "time"
     assert asked_kind("Who said 'Focus, people'?") == "agent"
     assert asked_kind("Where is the observatory?") == "place"
@@ -123,9 +124,25 @@ def test_what_a_question_asks_for() -> None:
     assert asks_explanation("Why did it move?") and asks_explanation("How does the constraint work?")
     assert not asks_explanation("How many episodes are there?")
     year = Candidate("2016", 0, 0, 4, "DATE")
-    assert type_fit(year, "quantity") < 0 < type_fit(year, "time")
-    assert type_fit(Candidate("Clara Voss", 0, 0, 10, "PERSON"), "agent") == 1.0
+    assert type_fit(year, "quantity") < 0 < type_fit(year, "time") and type_fit(year, "count") < 0
+    # "who" asks for a person first, and can also be a group: the person wins where both stand
+    person, group = Candidate("Clara Voss", 0, 0, 10, "PERSON"), Candidate("Meridian Society", 0, 0, 16, "ORG")
+    assert type_fit(person, "agent") == 1.0 > type_fit(group, "agent") > 0
+    assert type_fit(Candidate("384", 0, 0, 3, "CARDINAL"), "count") > type_fit(
+        Candidate("4 %", 0, 0, 3, "PERCENT"), "count"
+    )
     assert agree("the Meridian Society", "Meridian Society") and not agree("Paris", "Lyon")
+
+
+def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
+    """A table row's column gap or a possessive ending is no part of an answer."""
+    resources, _ = corpus
+    citation = {"doc_id": "d", "chunk_id": "c", "title": "", "page": 0, "score": 1.0}
+    text = "Directed by          Clara Voss                    Produced by Ada Brandt\nIt was Tomas Reyes 's film."
+    sentences = split_sentences(resources.nlp, citation, 0, text)
+    found = {c.text for c in candidates_of(resources.nlp, "Who directed it?", sentences)}
+    assert "Clara Voss" in found and "Tomas Reyes" in found
+    assert not any("  " in t or t.endswith("'s") for t in found)
 
 
 def test_text_never_becomes_control_tokens(corpus) -> None:
