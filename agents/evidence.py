@@ -11,6 +11,7 @@ then reads only those, numbered and tagged with their source.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from agents.state import Citation
 from agents.text import STOPWORDS, WH_WORDS, words
 
 MAX_SENTENCES = 6
-LEXICAL_WEIGHT = 0.5  # share of the question's content words a sentence holds, against its cosine (0..1)
+LEXICAL_WEIGHT = 0.5  # share of the question's content words a sentence holds (IDF-weighted), against its cosine
 MIN_SENTENCE_CHARS = 12
 _PRONOUN_START = re.compile(r"^(he|she|it|its|they|their|his|her|this|these|those|that|there)\b", re.I)
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,200}>")
@@ -88,10 +89,12 @@ def select_evidence(
     asked = set(content_words(question)) | {w for name in names for w in content_words(name)}
     vectors = embed([question] + [s.text for s in sentences])
     cosines = vectors[1:] @ vectors[0]
+    held_by = [set(words(s.text)) for s in sentences]
+    weight = _rarity(asked, held_by)
+    total = sum(weight.values())
     scored = []
-    for sentence, cosine in zip(sentences, cosines, strict=True):
-        held = set(words(sentence.text))
-        lexical = len(asked & held) / len(asked) if asked else 0.0
+    for sentence, cosine, held in zip(sentences, cosines, held_by, strict=True):
+        lexical = sum(weight[w] for w in asked & held) / total if total else 0.0
         scored.append(_with_score(sentence, float(cosine) + LEXICAL_WEIGHT * lexical))
     best = sorted(scored, key=lambda s: -s.score)[:limit]
     chosen = {(s.citation["chunk_id"], s.number): s for s in best}
@@ -107,6 +110,13 @@ def select_evidence(
                 held = chosen.get(place, near)
                 chosen[place] = _with_score(held, max(held.score, sentence.score))
     return sorted(chosen.values(), key=lambda s: (s.rank, s.number))
+
+
+def _rarity(asked: set[str], held_by: list[set[str]]) -> dict[str, float]:
+    """Each question word's inverse document frequency among the candidate sentences: a word every sentence
+    holds (the passage's own topic) tells them apart less than one only a few hold."""
+    count = len(held_by)
+    return {w: math.log(1 + count / (1 + sum(w in held for held in held_by))) for w in asked}
 
 
 def _with_score(sentence: Sentence, score: float) -> Sentence:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from agents.answer_spans import Candidate, asked_kind, asks_explanation, candidates_of, type_fit
 from agents.documents import agree
-from agents.evidence import split_sentences
+from agents.evidence import _rarity, split_sentences
 from agents.graph import ask, build_graph
 from agents.resources import Resources
 from app.cli import app
@@ -143,6 +143,13 @@ def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
     found = {c.text for c in candidates_of(resources.nlp, "Who directed it?", sentences)}
     assert "Clara Voss" in found and "Tomas Reyes" in found
     assert not any("  " in t or t.endswith("'s") for t in found)
+
+
+def test_a_question_word_every_sentence_holds_weighs_least() -> None:
+    """The passage's own topic, in every candidate sentence, tells them apart less than a word one holds."""
+    held_by = [{"society", "journal"}, {"society", "lisbon", "office"}, {"society", "founded"}]
+    weight = _rarity({"society", "lisbon", "moved"}, held_by)
+    assert weight["society"] < weight["lisbon"] < weight["moved"]
 
 
 def test_text_never_becomes_control_tokens(corpus) -> None:
