@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
+from agents.text import STOPWORDS, words
 from agents.usage import counted
 from lm.remote import is_remote, note
 from lm.scoring import continuation_log_probs
@@ -84,11 +85,13 @@ class SpanAnswer:
 
 
 def asked_kind(question: str) -> str | None:
-    """What the question asks for: quantity, time, place, agent (who), or None (a thing: "what", "which")."""
-    for pattern, kind in _ASKED:
-        if pattern.search(question):
-            return kind
-    return None
+    """What the question asks for: quantity, time, place, agent (who), or None (a thing: "what", "which").
+    The wh-phrase nearest the start asks; a later one opens a clause of its own ("where did he go [when] he
+    left", "who was king [when] ...")."""
+    found = [
+        (match.start(), n, kind) for n, (pattern, kind) in enumerate(_ASKED) if (match := pattern.search(question))
+    ]
+    return min(found)[2] if found else None
 
 
 def asks_explanation(question: str) -> bool:
@@ -97,7 +100,6 @@ def asks_explanation(question: str) -> bool:
 
 def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list[Candidate]:
     """Spans of the evidence that could answer: entities, noun phrases (determiners trimmed), numbers."""
-    asked = set(content_words(question))
     found: dict[str, Candidate] = {}
     for number, doc in enumerate(nlp.pipe(s.text for s in evidence)):
         if evidence[number].heading:
@@ -117,7 +119,9 @@ def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list
                 if key in found and label == "NOUN":
                     continue
                 found[key] = Candidate(text, number, span.start_char, span.end_char, label)
-    kept = [c for c in found.values() if not (set(content_words(c.text)) <= asked and content_words(c.text))]
+    # a span the question already holds restates it ("season 4" gives no count of episodes)
+    said = set(words(question))
+    kept = [c for c in found.values() if not (own := set(words(c.text)) - STOPWORDS) or not own <= said]
     return kept or list(found.values())
 
 

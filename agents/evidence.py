@@ -25,6 +25,8 @@ LEXICAL_WEIGHT = 0.5  # share of the question's content words a sentence holds (
 MIN_SENTENCE_CHARS = 12
 _PRONOUN_START = re.compile(r"^(he|she|it|its|they|their|his|her|this|these|those|that|there)\b", re.I)
 _TAG = re.compile(r"</?[A-Za-z][^<>]{0,200}>")
+# tags that end a block of text (a table row, a paragraph, a list item): a line break, as in a browser
+_BLOCK_TAG = re.compile(r"</?(?:tr|p|li|br|div|table|thead|tbody|ul|ol|dl|dt|dd|h[1-6])\b[^<>]{0,200}>", re.I)
 _QUOTE_START = re.compile(r"^[\"\u201c\u2018']")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MARKUP = re.compile(r"^\s*(#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s*)")
@@ -46,6 +48,8 @@ def split_sentences(nlp: Any, citation: Citation, rank: int, text: str) -> list[
     """Sentences of a chunk with their character offsets; code fences dropped, markdown lines kept apart."""
     blocks: list[tuple[int, str, bool]] = []
     offset, fenced = 0, False
+    # a block tag becomes a line break padded to its length: offsets stay the chunk's
+    text = _BLOCK_TAG.sub(lambda m: "\n" + " " * (len(m.group()) - 1), text)
     for line in text.splitlines(keepends=True):
         at, offset = offset, offset + len(line)
         if _FENCE.match(line):

@@ -121,6 +121,9 @@ def test_what_a_question_asks_for() -> None:
     assert asked_kind("Who said 'Focus, people'?") == "agent"
     assert asked_kind("Where is the observatory?") == "place"
     assert asked_kind("Which journal is it?") is None
+    # the wh-phrase that opens the question asks; a later one opens a clause of its own
+    assert asked_kind("Where did the society go when it left Porto?") == "place"
+    assert asked_kind("Who led the society when it moved to Lisbon?") == "agent"
     assert asks_explanation("Why did it move?") and asks_explanation("How does the constraint work?")
     assert not asks_explanation("How many episodes are there?")
     year = Candidate("2016", 0, 0, 4, "DATE")
@@ -143,6 +146,26 @@ def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
     found = {c.text for c in candidates_of(resources.nlp, "Who directed it?", sentences)}
     assert "Clara Voss" in found and "Tomas Reyes" in found
     assert not any("  " in t or t.endswith("'s") for t in found)
+
+
+def test_table_rows_are_sentences_and_the_question_s_own_words_no_answer(corpus) -> None:
+    """An HTML table row stands apart from the next (one cast member per role); a span the question itself
+    holds ("season 4") answers nothing."""
+    resources, _ = corpus
+    citation = {"doc_id": "d", "chunk_id": "c", "title": "", "page": 0, "score": 1.0}
+    text = (
+        "<Table> <Tr> <Th> Role </Th> <Th> Season 4 cast </Th> </Tr> <Tr> <Th> Simba </Th> <Td> Jason Raize </Td>"
+        " </Tr> <Tr> <Th> Timon </Th> <Td> Max Casella </Td> </Tr> </Table>"
+    )
+    sentences = split_sentences(resources.nlp, citation, 0, text)
+    assert [s.text.split()[0] for s in sentences] == ["Role", "Simba", "Timon"]
+    # offsets are the chunk's own: each sentence's span opens and closes on its first and last words
+    assert all(
+        text[s.start : s.end].startswith(s.text.split()[0]) and text[s.start : s.end].endswith(s.text.split()[-1])
+        for s in sentences
+    )
+    found = {c.text for c in candidates_of(resources.nlp, "Who played Timon in season 4?", sentences)}
+    assert "Max Casella" in found and "4" not in found and "Timon" not in found
 
 
 def test_a_question_word_every_sentence_holds_weighs_least() -> None:
