@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ingest.resolve import resolution_key
 from ingest.schema import ExtractionSchema
 
 # Sentence ends: . ! ? followed by space and a capital, digit or quote; and line breaks.
@@ -77,7 +78,7 @@ def is_date(name: str) -> bool:
 
 
 def _contains(sentence: str, name: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(name.lower())}(?!\w)", sentence.lower()) is not None
+    return re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", sentence.casefold()) is not None
 
 
 def reflect(
@@ -87,14 +88,16 @@ def reflect(
     schema: ExtractionSchema,
     judge: Judge | None = None,
 ) -> list[Judged]:
-    """Critique `triples` proposed for chunk `text` (of a document titled `title`); one verdict each."""
+    """Critique `triples` proposed for chunk `text` (of a document titled `title`); one verdict each. Two
+    names are one entity when entity resolution would merge them (`resolution_key`: "the Kari Lund's" is
+    "Kari Lund"), so a triple between them, or one that repeats another up to that, is dropped."""
     spans = sentences(text)
     verdicts: list[Judged] = []
     seen: set[tuple[str, str, str]] = set()
     to_judge: list[tuple[int, tuple[str, str, str, str]]] = []
     for head, relation, tail in triples:
         note = ""
-        if head.lower() == tail.lower():
+        if resolution_key(head) == resolution_key(tail):
             verdicts.append(Judged(head, relation, tail, False, reason="head and tail are the same entity"))
             continue
         kind = schema.relations[relation]
@@ -105,10 +108,11 @@ def reflect(
                 continue
             head, tail = tail, head
             note = f"turned round: {relation} takes a date as its tail, not its head"
-        if (head.lower(), relation, tail.lower()) in seen:
+        key = (resolution_key(head), relation, resolution_key(tail))
+        if key in seen:
             verdicts.append(Judged(head, relation, tail, False, reason="duplicate"))
             continue
-        seen.add((head.lower(), relation, tail.lower()))
+        seen.add(key)
         evidence = _evidence(text, spans, head, tail, title)
         if evidence is None:
             verdicts.append(Judged(head, relation, tail, False, reason="no sentence of the chunk names both"))
@@ -131,7 +135,7 @@ def _evidence(text: str, spans: list[tuple[int, int]], head: str, tail: str, tit
     for start, end in spans:
         if _contains(text[start:end], head) and _contains(text[start:end], tail):
             return start, end
-    if title and head.lower() == title.lower():
+    if title and resolution_key(head) == resolution_key(title):
         for start, end in spans:
             if _contains(text[start:end], tail):
                 return start, end
@@ -139,29 +143,46 @@ def _evidence(text: str, spans: list[tuple[int, int]], head: str, tail: str, tit
 
 
 class ModelJudge:
-    """Asks the language model, one forward pass per triple, whether a sentence states a triple: it compares
-    the model's next-token probability of `yes` and `no` after the question. Worth it only for a model large
-    enough to read a sentence (a 135M model's yes/no is near chance); `judge_for` decides."""
+    """Asks the language model whether a sentence states a triple: it compares the model's next-token
+    probability of `yes` and `no` after the question. Worth it only for a model large enough to read a
+    sentence (a 135M model's yes/no is near chance); `judge_for` decides. The questions of one call run as
+    left-padded batches of `batch_size`, one forward pass each."""
 
-    def __init__(self, lm: Any, schema: ExtractionSchema) -> None:
-        self.lm, self.schema = lm, schema
+    def __init__(self, lm: Any, schema: ExtractionSchema, batch_size: int = 8) -> None:
+        self.lm, self.schema, self.batch_size = lm, schema, batch_size
         self.yes = lm.encode("yes")[:1] + lm.encode("Yes")[:1]
         self.no = lm.encode("no")[:1] + lm.encode("No")[:1]
 
+    def question(self, sentence: str, head: str, relation: str, tail: str) -> str:
+        meaning = self.schema.relations[relation].description or relation.replace("_", " ")
+        return (
+            f"Sentence: {sentence}\n\nRelation {relation} means: {meaning}.\n"
+            f"Does the sentence state that ({head}, {relation}, {tail}) holds? Answer yes or no."
+        )
+
     def states(self, items: Sequence[tuple[str, str, str, str]]) -> list[bool]:
-        answers = []
-        for sentence, head, relation, tail in items:
-            meaning = self.schema.relations[relation].description or relation.replace("_", " ")
-            question = (
-                f"Sentence: {sentence}\n\nRelation {relation} means: {meaning}.\n"
-                f"Does the sentence state that ({head}, {relation}, {tail}) holds? Answer yes or no."
-            )
-            ids = torch.tensor([self.lm.encode(self.lm.chat_prompt(question))], device=self.lm.device)
-            with self.lm.lock, torch.inference_mode():
-                logits = self.lm.model(ids).logits[0, -1].float()
-            probs = torch.softmax(logits, dim=-1)
-            answers.append(bool(probs[self.yes].sum() >= probs[self.no].sum()))
-        return answers
+        return [share >= 0.5 for share in self.yes_shares(items)]
+
+    def yes_shares(self, items: Sequence[tuple[str, str, str, str]]) -> list[float]:
+        """For each (sentence, head, relation, tail): P(yes) / (P(yes) + P(no)) for the next token."""
+        prompts = self.lm.encode_batch([self.lm.chat_prompt(self.question(*item)) for item in items])
+        shares: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            shares += self._yes_shares(prompts[start : start + self.batch_size])
+        return shares
+
+    def _yes_shares(self, prompts: list[list[int]]) -> list[float]:
+        width = max(len(p) for p in prompts)
+        pad = self.lm.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.lm.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.lm.device)
+        # positions count from each prompt's own first token, so padding on the left changes nothing
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self.lm.lock, torch.inference_mode():
+            logits = self.lm.model(ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+        probs = torch.softmax(logits, dim=-1)
+        yes, no = probs[:, self.yes].sum(-1), probs[:, self.no].sum(-1)
+        return (yes / (yes + no)).tolist()
 
 
 JUDGE_MIN_PARAMETERS = 300_000_000

@@ -21,7 +21,7 @@ from ingest.extract import SpacyExtractor, make_extractor
 from ingest.manifest import Manifest
 from ingest.model_extract import ModelExtractor
 from ingest.pipeline import Ingestor
-from ingest.reflection import reflect, sentences
+from ingest.reflection import ModelJudge, reflect, sentences
 from ingest.resolve import resolve, seed_names
 from ingest.schema import SchemaError, load_schema
 from ingest.structured import _ll_tokenizer, chunk_spans, extraction_grammar
@@ -154,6 +154,8 @@ def test_reflection_keeps_evidence_corrects_and_drops_with_reasons(schema) -> No
             ("1950", "born_in", "Tomas Eide"),
             ("Tomas Eide", "educated_at", "Tomas Eide"),
             ("Tromso", "located_in", "University of Oslo"),
+            ("Tomas Eide's", "born_in", "tromso"),  # the first triple again, as resolution would merge it
+            ("Kari Lund", "spouse_of", "the Kari Lund"),
         ],
         chunk.text,
         chunk.title,
@@ -169,7 +171,8 @@ def test_reflection_keeps_evidence_corrects_and_drops_with_reasons(schema) -> No
     assert by_reason[("1979", "spouse_of", "Kari Lund")] == (False, "a date does not fit spouse_of")
     assert by_reason[("Tomas Eide", "educated_at", "Tomas Eide")] == (False, "head and tail are the same entity")
     assert by_reason[("Tromso", "located_in", "University of Oslo")] == (False, "no sentence of the chunk names both")
-    assert [v.reason for v in verdicts].count("duplicate") == 1
+    assert [v.reason for v in verdicts].count("duplicate") == 2
+    assert by_reason[("Kari Lund", "spouse_of", "the Kari Lund")] == (False, "head and tail are the same entity")
 
 
 @pytest.fixture
@@ -326,3 +329,21 @@ def test_a_killed_model_extraction_run_converges_on_rerun(tmp_path: Path) -> Non
     rerun = run(killed_dir)
     assert rerun.returncode == 0, rerun.stderr
     assert _snapshot(killed_dir) == _snapshot(tmp_path / "whole")
+
+
+def test_the_model_judge_batches_its_questions_without_changing_a_verdict(lm, schema) -> None:  # type: ignore[no-untyped-def]
+    # prompts of different lengths share a left-padded batch: each must read as it does alone
+    text = PASSAGES[1]["text"]
+    items = [
+        (text, "Tomas Eide", "born_in", "Tromso"),
+        ("Kari Lund is a painter from Trondheim.", "Kari Lund", "born_in", "Trondheim"),
+        (text, "Tomas Eide", "educated_at", "University of Oslo"),
+        ("It was founded in 1921 by Ingrid Solvang.", "Halden Press", "founded_by", "Ingrid Solvang"),
+    ]
+    items = [item for item in items if item[2] in schema.relations]
+    assert len(items) >= 3
+    alone = ModelJudge(lm, schema, batch_size=1).yes_shares(items)
+    together = ModelJudge(lm, schema, batch_size=len(items)).yes_shares(items)
+    assert together == pytest.approx(alone, abs=2e-3)
+    assert all(0.0 < share < 1.0 for share in together)
+    assert ModelJudge(lm, schema, batch_size=2).states(items) == [share >= 0.5 for share in alone]
