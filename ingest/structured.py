@@ -162,6 +162,8 @@ class GrammarProcessor:
         self._bitmask = torch.zeros(len(grammars), (vocab + 31) // 32, dtype=torch.int32)
         self._shifts = torch.arange(32, dtype=torch.int32)
         self._closing_rows = [False] * len(grammars)  # rows asked to close their list
+        self._items: list[list[str]] = [[] for _ in grammars]  # each row's finished items, in order
+        self._scanned = [0] * len(grammars)  # where each row's not yet read text starts (a generated token)
         self.steps = 0
         self.mask_seconds = 0.0  # time spent computing and applying masks, for the overhead measurement
 
@@ -180,12 +182,15 @@ class GrammarProcessor:
                 self._bitmask[row, self.eos // 32] = bit - (1 << 32) if bit >= 1 << 31 else bit  # a signed int32
                 continue
             fill_next_token_bitmask(matcher, self._bitmask, row)
-            # An item can only have ended with a token holding `]`: decode and look only then.
+            # An item can only have ended with a token holding `]`: decode and look only then, and only the
+            # text since the token that ended the item before (it may open this one: `],[`).
             if generated > 0 and not self._closing_rows[row] and self._holds_bracket[int(input_ids[row, -1])]:
-                text = self._decode(input_ids[row, self.prompt_length :], skip_special_tokens=True)
-                items = _ITEM.findall(text)
-                repeated = len(items) > 1 and items[-1] in items[:-1]
-                self._closing_rows[row] = repeated
+                start = self.prompt_length + self._scanned[row]
+                text = self._decode(input_ids[row, start:], skip_special_tokens=True)
+                for item in _ITEM.findall(text):
+                    self._closing_rows[row] |= item in self._items[row]
+                    self._items[row].append(item)
+                self._scanned[row] = generated - 1
             if generated >= self.max_new_tokens - CLOSE_RESERVE:
                 self._closing_rows[row] = True
             close[row] = self._closing_rows[row]

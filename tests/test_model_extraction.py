@@ -13,6 +13,7 @@ from pathlib import Path
 
 import llguidance
 import pytest
+import torch
 
 from config import Settings
 from graph.backends import open_store
@@ -24,7 +25,7 @@ from ingest.pipeline import Ingestor
 from ingest.reflection import ModelJudge, reflect, sentences
 from ingest.resolve import resolve, seed_names
 from ingest.schema import SchemaError, load_schema
-from ingest.structured import _ll_tokenizer, chunk_spans, extraction_grammar
+from ingest.structured import GrammarProcessor, _ll_tokenizer, chunk_spans, extraction_grammar
 from lm.embeddings import get_embedder
 from lm.model import get_language_model
 
@@ -347,3 +348,22 @@ def test_the_model_judge_batches_its_questions_without_changing_a_verdict(lm, sc
     assert together == pytest.approx(alone, abs=2e-3)
     assert all(0.0 < share < 1.0 for share in together)
     assert ModelJudge(lm, schema, batch_size=2).states(items) == [share >= 0.5 for share in alone]
+
+
+def test_a_reply_that_repeats_a_triple_is_closed_at_the_repeat(lm, schema) -> None:  # type: ignore[no-untyped-def]
+    # the processor reads each finished item once, from where the item before it ended
+    names = ["Tomas Eide", "Kari Lund", "Tromso"]
+    first, second = '["Tomas Eide","spouse_of","Kari Lund"]', '["Tomas Eide","born_in","Tromso"]'
+    reply = '{"triples":[' + ",".join([first, second, first])
+    prompt = lm.encode("Triples:")
+    ids = lm.encode(reply)
+    processor = GrammarProcessor(lm, [extraction_grammar(schema, names)], len(prompt), max_new_tokens=400)
+    closing_after: list[str] = []
+    for n in range(len(ids) + 1):
+        row = torch.tensor([prompt + ids[:n]])
+        processor(row, torch.zeros(1, lm.model.config.vocab_size))
+        if processor._closing_rows[0] and not closing_after:
+            closing_after.append(lm.decode(ids[:n]))
+    assert not processor.matchers[0].is_error()
+    assert processor._items[0] == [item[1:-1] for item in (first, second, first)]
+    assert closing_after == [reply]
