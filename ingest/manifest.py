@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS entity_names (
     key TEXT PRIMARY KEY,  -- resolution key of a surface form
     name TEXT NOT NULL     -- the canonical name chosen the first time the key was seen
 );
+CREATE TABLE IF NOT EXISTS facts (
+    key TEXT PRIMARY KEY,  -- what the manifest knows about the data directory beyond its documents
+    value TEXT NOT NULL
+);
 """
 
 
@@ -133,6 +137,14 @@ class Manifest:
         """Record canonical names (resolution key -> name) for keys not yet known."""
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO entity_names (key, name) VALUES (?, ?)", list(names.items()))
+
+    def fact(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_fact(self, key: str, value: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO facts (key, value) VALUES (?, ?)", (key, value))
 
     def canonical_names(self, surfaces: dict[str, str]) -> dict[str, str]:
         """Canonical name per resolution key: the stored one, else `surfaces[key]`, which is then stored."""

@@ -32,6 +32,7 @@ from lm.embeddings import Embedder
 ProgressFn = Callable[[str, int, int | None], None]
 STAGES = ("load", "chunk", "embed", "extract", "graph_write", "index_save")
 NAME_BATCH = 128  # names are a few tokens: large batches pad little and run ~3x faster than 16
+NAMES_KNOWN_AT = "entity_names_known_at"  # the graph's entity count when the name index last held all names
 LOOKAHEAD = 2  # batches handed to the extraction worker ahead of the one being written
 UNLINKED_TYPES = {"DATE", "TIME", "MONEY", "PERCENT", "QUANTITY"}
 
@@ -97,7 +98,6 @@ class Ingestor:
         self._report = IngestReport()
         self._unindexed: dict[str, str] = {}  # id -> name of entities written but not yet in the name index
         self._embedded = self._to_embed = 0
-        self._names_seeded = False
 
     # The vector indexes are read from disk when first used: recovering with nothing pending (every server
     # start, every library open) then reads neither.
@@ -199,10 +199,11 @@ class Ingestor:
             for chunk in doc.chunks:
                 chunk.title = doc.meta.get("title", "")  # the extractor may name what the document is about
         report.stages["chunk"] += time.perf_counter() - start
-        if todo and not self._names_seeded:
-            # Mentions merge with entities already in the graph, whatever wrote them (a triples file too).
+        # Mentions merge with entities already in the graph, whatever wrote them (a triples file too). The scan
+        # is skipped when the graph holds as many entities as when this manifest last knew all their names
+        # (assumes no other writer removed and added as many entities in between).
+        if todo and self.manifest.fact(NAMES_KNOWN_AT) != str(self.store.counts().entities):
             seed_names(self.manifest, self.store.iter_entity_names())
-            self._names_seeded = True
 
         # Extraction runs in a background worker, LOOKAHEAD batches ahead of the embedding and graph writes.
         self._embedded, self._to_embed = 0, sum(len(d.chunks) for d in todo)
@@ -215,6 +216,9 @@ class Ingestor:
             self._index_entity_names(report)
             self._save_indexes()
             self.manifest.mark_done(unsaved)
+        if todo:
+            # every entity this run wrote was named through the manifest's name index
+            self.manifest.set_fact(NAMES_KNOWN_AT, str(self.store.counts().entities))
         return report
 
     def _load(

@@ -321,3 +321,30 @@ def test_chunking_a_long_run_without_spaces_is_linear(embedder: Embedder) -> Non
     assert [c.text for c in chunker.split([TextDocument(page_content=plain, metadata={"doc_id": "d"})])] == [
         t.strip() for t in chunker._splitter.split_text(plain)
     ]
+
+
+def test_the_graph_names_are_scanned_only_when_another_writer_added_entities(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graph.model import Entity
+
+    store = workspace.store
+    scans: list[int] = []
+    real_scan = store.iter_entity_names
+    monkeypatch.setattr(store, "iter_entity_names", lambda: (scans.append(1), real_scan())[1])
+
+    def ingest(name: str, text: str) -> list[str]:
+        workspace.ingestor.ingest([write_json(tmp_path / name, [{"id": name, "title": name, "text": text}])])
+        return sorted(n for _, n in real_scan())
+
+    with store.transaction():
+        store.upsert_entities([Entity("Ada Lovelace", "person", sources=["triples:kb"])])
+    names = ingest("one.json", "The notes were written by ADA LOVELACE in London in 1843.")
+    assert len(scans) == 1 and "ADA LOVELACE" in names and "Ada Lovelace" in names  # merged, the case an alias
+    ingest("two.json", "Charles Babbage designed the Analytical Engine in London.")
+    assert len(scans) == 1  # only this data directory's own ingestion wrote since: its names are known
+    with store.transaction():  # a triples file, say, adds an entity the manifest has not seen
+        store.upsert_entities([Entity("Grace Hopper", "person", sources=["triples:kb"])])
+    names = ingest("three.json", "The compiler was first built by GRACE HOPPER at Remington Rand.")
+    assert len(scans) == 2 and "GRACE HOPPER" in names
+    assert [e.name for e in store.find_entities("grace hopper", "normalised", limit=5)] == ["Grace Hopper"]
