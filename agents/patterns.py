@@ -249,6 +249,7 @@ class QuestionCues:
     _returns: list[int] = field(default_factory=list)  # positions of return words
     _vectors: list[np.ndarray] = field(default_factory=list)
     _baseline: list[float] | None = None
+    head_noun: int | None = None  # a content word right after the mention ("the [X] director")
 
     @classmethod
     def of(cls, question: str, mention: str, lexicon: RelationLexicon, others: Sequence[str] = ()) -> QuestionCues:
@@ -281,6 +282,9 @@ class QuestionCues:
         elif any(tokens[i] in QUANTITY_WORDS for i in content):
             asked = "quantity"
         cues = cls(tokens, anchor, content, asked, target, lexicon)
+        # a word right after the name that a wh-word follows is the verb asking it ("X [starred] who"), no noun
+        if span and span[-1] + 1 in content and not any(t in WH_WORDS for t in tokens[span[-1] + 2 :]):
+            cues.head_noun = span[-1] + 1
         phrases: list[list[str]] = []
         for i in content:
             around = [tokens[i]]
@@ -360,8 +364,12 @@ class QuestionCues:
         return [max((r[k] for r in self.relevance.values()), default=0.0) for k in range(len(self.content))]
 
     def outward(self, k: int) -> tuple[int, int]:
-        """(side, distance) of content word k from the entity: left of it first, nearest first."""
+        """(side, distance) of content word k from the entity: left of it first, nearest first. A word right
+        after the mention reads as the noun the name modifies ("the movies starred by [X] actors": the
+        actors of X), so it comes first. Assumes English word order (a modifier before its noun)."""
         position = self.content[k]
+        if position == self.head_noun:
+            return (-1, 0)
         return (int(position > self.anchor), abs(position - self.anchor))
 
 
@@ -383,17 +391,30 @@ class Explanation:
     ordered: bool  # hops met outward in the question's order
     returns: int = 0  # out-and-back turns a return word asks for
     surplus: int = 0  # words asking for more hops of a relation than the chain takes
+    spare: int = 0  # separate words naming a relation beyond the chain's hops of it (a longer chain may use them)
 
 
 def explain(
-    pattern: Pattern, cues: QuestionCues, salience: list[float] | None = None, kind: Kind | None = None
+    pattern: Pattern,
+    cues: QuestionCues,
+    salience: list[float] | None = None,
+    kind: Kind | None = None,
+    growing: bool = False,
 ) -> Explanation:
     """`kind`: the relations whose tails the chain's end entities are (what the KG says those entities are:
     clubs are what `plays_in_club` leads to). The word naming the answer type ("which [club]") is explained
     by that kind, and supports a hop only if the last hop leads into it; without `kind` (a chain still
-    growing) it is read like any other word."""
+    growing) it is read like any other word. `growing`: the chain may still go on from its last hop."""
     relations = [relation for relation, _ in pattern]
     turns = Counter(a[0] for a, b in pairwise(pattern) if a[0] == b[0] and a[1] != b[1])
+    # turns the chain goes on from by another relation (it asks something of the entities it turned back to);
+    # a growing chain's last turn may still go on
+    tail = [(None, False)] if growing else []
+    onward = Counter(
+        a[0]
+        for a, b, c in zip(pattern, pattern[1:], [*pattern[2:], *tail], strict=False)
+        if a[0] == b[0] != c[0] and a[1] != b[1]
+    )
     explained = unexplained = 0.0
     phrases: dict[str, list[int]] = {}  # relation -> content words that support a hop of it
     target = cues.content.index(cues.target) if cues.target is not None and kind is not None else None
@@ -421,7 +442,8 @@ def explain(
             unexplained += max(0.0, salience[k] - scores[best])
         if scores[best] >= SUPPORT:
             phrases.setdefault(relations[best], []).append(k)
-    unsupported = returns = surplus = 0
+    unsupported = returns = surplus = spare = 0
+    implied_hops = 0  # hops only a word naming a turn's entity asks for (see below)
     pool: dict[str, list[tuple[int, int]]] = {}  # relation -> outward places of the words naming its hops
     for relation, hops in Counter(relations).items():
         places = phrases.get(relation, [])
@@ -432,20 +454,36 @@ def explain(
             k for n, k in enumerate(places) if n == 0 or positions[n] - positions[n - 1] > 1 or words[n] == words[n - 1]
         ]
         back = min(turns[relation], sum(1 for k in separate if k in cues.return_near))
+        # A word naming the entity a chain turns at ("films for the [screenwriter] of X") names the hop out to
+        # it and, when the question goes on to ask something of that entity's other facts, the hop back along
+        # the same relation to them: what is said of "the screenwriter of X" is said along `written_by`.
+        implied = min(onward[relation], len(separate))
         # Each separate word names a hop ("the films starred by X actors": two of starred_actors). A return word
         # beside one of them says the relation is taken out and back: two hops, not one more than the words
         # name ("the director of X also directed which films", "directed by the same director of X").
-        unsupported += max(0, hops - max(len(separate), 2 * back))
+        unsupported += max(0, hops - max(len(separate) + implied, 2 * back))
+        implied_hops += max(0, hops - max(len(separate), 2 * back)) - max(
+            0, hops - max(len(separate) + implied, 2 * back)
+        )
         # the same word (or stem) again names the relation again ("written by the writer of X"); different
         # words for one relation ("national team ... play for") usually say one hop twice
         repeats = max((sum(_shares_stem(w, v) for v in words) for w in words), default=0)
         surplus += max(0, repeats - hops)
+        # a spare word asks for one more hop only if it names no other relation as well ("plays" names each
+        # of plays_in_club, plays_position and plays_for_country: it is read as the hop of whichever it joins)
+        distinct = [k for k in separate if sum(r[k] >= SUPPORT for r in cues.relevance.values()) == 1]
+        spare += max(0, len(distinct) - hops)
         returns += back
         pool[relation] = sorted(cues.outward(k) for k in separate)
     if len(relations) == 1 and unsupported:
         unsupported = 0  # a question about an entity asks for at least one hop: a single hop needs no cue word
     ordered = _in_order(relations, pool)
-    return Explanation(explained, unexplained, unsupported, ordered, returns, surplus)
+    if not ordered:
+        # the turn's word names the entity the rest of the question speaks of only where it stands nearer the
+        # topic entity than the words of the hops after the turn ("who starred films for the director of X"
+        # is no turn along `starred_actors`)
+        unsupported += implied_hops
+    return Explanation(explained, unexplained, unsupported, ordered, returns, surplus, spare)
 
 
 def _in_order(relations: Sequence[str], pool: dict[str, list[tuple[int, int]]]) -> bool:
@@ -490,7 +528,9 @@ def score_pattern(
     kind: Kind | None = None,
 ) -> float:
     """Higher is better. `partial` scores a chain still growing: what it does not explain yet costs nothing."""
-    found = explain(pattern, cues, None if partial else (salience if salience is not None else cues.salience()), kind)
+    found = explain(
+        pattern, cues, None if partial else (salience if salience is not None else cues.salience()), kind, partial
+    )
     # a return word ("the same director as X") asks for a chain that goes out along a relation and back
     score = _explanation_score(found, len(pattern))
     if partial:
@@ -514,15 +554,36 @@ def _future(pattern: Pattern, cues: QuestionCues, left: int) -> float:
 
 def _explains_all(pattern: Pattern, cues: QuestionCues) -> bool:
     """Every word that names some relation (relevance >= SUPPORT) is explained about as well by this chain,
-    and every hop is asked for."""
+    every hop is asked for, the hops are met in the question's order, and no word names a hop more of a
+    relation than the chain takes (then a longer chain could still read the question better)."""
     found = explain(pattern, cues)
-    if found.unsupported or found.surplus:
+    if found.unsupported or found.surplus or found.spare or not found.ordered or not _reaches_asked_kind(pattern, cues):
         return False
     relations = {r for r, _ in pattern}
     for k, best in enumerate(cues.salience()):
         if best >= SUPPORT and max(cues.relevance[r][k] for r in relations) < best - 0.1:
             return False
     return True
+
+
+def _reaches_asked_kind(pattern: Pattern, cues: QuestionCues) -> bool:
+    """Whether the chain's last hop leads to entities of the kind the answer-type word asks for ("who", "which
+    person") about as well as any relation's ends would: what a relation leads to (its tails) for a forward
+    hop, what it leaves (its heads) for a backward one. The entities' other relations are not looked up
+    here, so this is only a growing chain's estimate of `QuestionCues.kind_relevance`."""
+    if cues.target is None or cues.target not in cues.content:
+        return True
+    wh = next((i for i, t in enumerate(cues.tokens) if t in WH_WORDS), None)
+    if wh is not None and wh < cues.anchor < cues.target:
+        return True  # a word after the entity ("what does X [act] in") names a hop, not the answer's type
+    k = cues.content.index(cues.target)
+    relation, forward = pattern[-1]
+    here = cues.kind_relevance(k, Kind(frozenset([relation])) if forward else Kind(out=frozenset([relation])))
+    best = max(
+        max(cues.kind_relevance(k, Kind(frozenset([r]))), cues.kind_relevance(k, Kind(out=frozenset([r]))))
+        for r in cues.relevance
+    )
+    return here >= best - 0.1
 
 
 @dataclass(frozen=True, slots=True)

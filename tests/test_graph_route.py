@@ -157,13 +157,37 @@ def test_a_schema_adds_cues_the_names_lack(tmp_path: Path) -> None:
             assert (result["paths"][:1] == [["Lord Byron", "-rel_7->", "Ada Byron"]]) is expected, result["paths"]
 
 
-def test_a_constraint_question_answers_the_intersection_and_cites_both_paths(players) -> None:
+@pytest.mark.parametrize(
+    "question",
+    [
+        "name a player who plays at Midfielder position at the club FC Porto?",
+        # "plays" names each plays_* relation alike: no word asks for a longer chain from FC Porto
+        "who plays at position Midfielder for club FC Porto?",
+    ],
+)
+def test_a_constraint_question_answers_the_intersection_and_cites_both_paths(players, question: str) -> None:
     _, agent = players
-    result = ask(agent, "name a player who plays at Midfielder position at the club FC Porto?")
+    result = ask(agent, question)
     assert result["answers"] == ["Ana Silva"]
     assert sorted(p[0] for p in result["paths"]) == ["FC Porto", "Midfielder"]
     assert all(p[-1] == "Ana Silva" for p in result["paths"])
     assert result["trace"]["constrained_by"]["entity"] in {"FC Porto", "Midfielder"}
+
+
+def test_a_word_every_relation_shares_asks_for_no_extra_hop(players) -> None:
+    """ "plays" names plays_in_club, plays_position and plays_for_country alike: beside "club" it asks for no
+    second hop of plays_in_club (a longer chain from the club would answer a position, not a player)."""
+    from agents.patterns import QuestionCues, RelationLexicon, explain
+
+    resources, _ = players
+    lexicon = RelationLexicon(RelationSchema(), resources.lexicon.embed)
+    relations = {"plays_in_club", "plays_position", "plays_for_country", "is_in_country", "wears_number", "is_aged"}
+    cues = QuestionCues.of("who plays at position Midfielder for club FC Porto?", "FC Porto", lexicon)
+    cues.add(relations)
+    assert explain((("plays_in_club", False),), cues).spare == 0
+    two = QuestionCues.of("which players play for the club of the club of FC Porto?", "FC Porto", lexicon)
+    two.add(relations)
+    assert explain((("plays_in_club", False),), two).spare == 1  # "club" twice: a word of its own each time
 
 
 def test_schema_suggest_drafts_a_schema_that_loads(players, tmp_path: Path) -> None:
@@ -219,6 +243,18 @@ def test_a_possessive_inside_a_name_is_part_of_it(films) -> None:
             {"Anna Reid"},  # the other film's director: a path does not come back through the entity asked about
             ["-written_by->", "<-written_by-", "-directed_by->"],
         ),
+        # "the screenwriter of X" names the entity the chain turns at: what is asked of their films goes back
+        # along written_by first, with no return word and no second word for it
+        (
+            "who starred films for the screenwriter of Some Mother's Son",
+            {"Don Cheadle"},
+            ["-written_by->", "<-written_by-", "-starred_actors->"],
+        ),
+        (
+            "who directed films for the screenwriter of Some Mother's Son",
+            {"Anna Reid"},
+            ["-written_by->", "<-written_by-", "-directed_by->"],
+        ),
     ],
 )
 def test_chains_that_turn_back_or_repeat_a_relation(films, question: str, answers: set, relations: list) -> None:
@@ -227,6 +263,42 @@ def test_chains_that_turn_back_or_repeat_a_relation(films, question: str, answer
     assert result["source"] == "graph", result["trace"]
     assert set(result["answers"]) == answers
     assert result["paths"][0][1::2] == relations
+
+
+def test_a_verb_after_the_name_is_a_hop_not_the_answer_type() -> None:
+    """ "what does X [act] in": "act" names the hop, not the kind of the answer, so the one hop explains the
+    whole question and no longer chain is grown (on a large KG one may outscore it)."""
+    from agents.patterns import QuestionCues, RelationCues, RelationLexicon, _explains_all
+
+    schema = RelationSchema({"starred_actors": RelationCues(("act", "starred"), ("movie",), ("actor",))})
+    question = "what does Mirren act in"
+    cues = QuestionCues.of(question, "Mirren", RelationLexicon(schema))
+    cues.add({"starred_actors", "directed_by"})
+    assert _explains_all((("starred_actors", False),), cues)
+
+
+def test_a_word_right_after_the_name_is_the_first_hop() -> None:
+    """ "the movies written by the [Hotel Rwanda] writers": the writers of Hotel Rwanda come first, then the
+    movies they wrote, then who directed them."""
+    from agents.patterns import QuestionCues, RelationLexicon
+
+    question = "who directed the movies written by the Hotel Rwanda writers"
+    cues = QuestionCues.of(question, "Hotel Rwanda", RelationLexicon(RelationSchema()))
+    order = sorted(cues.content, key=lambda i: cues.outward(cues.content.index(i)))
+    assert [cues.tokens[i] for i in order][:3] == ["writers", "written", "movies"]
+
+
+def test_a_verb_after_the_name_that_a_wh_word_follows_is_read_in_place() -> None:
+    """ "the films written by [X] starred who": "starred" asks the last hop (who starred in them), not the
+    first, so it is no noun the name modifies and keeps its place in the outward order."""
+    from agents.patterns import QuestionCues, RelationLexicon
+
+    cues = QuestionCues.of(
+        "the films written by Terry George starred who", "Terry George", RelationLexicon(RelationSchema())
+    )
+    assert cues.head_noun is None
+    order = sorted(cues.content, key=lambda i: cues.outward(cues.content.index(i)))
+    assert [cues.tokens[i] for i in order][:3] == ["written", "films", "starred"]
 
 
 def test_a_path_may_come_back_to_an_entity_by_another_relation(tmp_path: Path) -> None:
