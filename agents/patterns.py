@@ -392,6 +392,7 @@ class Explanation:
     returns: int = 0  # out-and-back turns a return word asks for
     surplus: int = 0  # words asking for more hops of a relation than the chain takes
     spare: int = 0  # separate words naming a relation beyond the chain's hops of it (a longer chain may use them)
+    named: int = 0  # separate words naming one of the chain's hops
 
 
 def explain(
@@ -442,7 +443,7 @@ def explain(
             unexplained += max(0.0, salience[k] - scores[best])
         if scores[best] >= SUPPORT:
             phrases.setdefault(relations[best], []).append(k)
-    unsupported = returns = surplus = spare = 0
+    unsupported = returns = surplus = spare = named = 0
     implied_hops = 0  # hops only a word naming a turn's entity asks for (see below)
     pool: dict[str, list[tuple[int, int]]] = {}  # relation -> outward places of the words naming its hops
     for relation, hops in Counter(relations).items():
@@ -474,6 +475,7 @@ def explain(
         distinct = [k for k in separate if sum(r[k] >= SUPPORT for r in cues.relevance.values()) == 1]
         spare += max(0, len(distinct) - hops)
         returns += back
+        named += len(separate)
         pool[relation] = sorted(cues.outward(k) for k in separate)
     if len(relations) == 1 and unsupported:
         unsupported = 0  # a question about an entity asks for at least one hop: a single hop needs no cue word
@@ -483,7 +485,7 @@ def explain(
         # topic entity than the words of the hops after the turn ("who starred films for the director of X"
         # is no turn along `starred_actors`)
         unsupported += implied_hops
-    return Explanation(explained, unexplained, unsupported, ordered, returns, surplus, spare)
+    return Explanation(explained, unexplained, unsupported, ordered, returns, surplus, spare, named)
 
 
 def _in_order(relations: Sequence[str], pool: dict[str, list[tuple[int, int]]]) -> bool:
@@ -554,10 +556,12 @@ def _future(pattern: Pattern, cues: QuestionCues, left: int) -> float:
 
 def _explains_all(pattern: Pattern, cues: QuestionCues) -> bool:
     """Every word that names some relation (relevance >= SUPPORT) is explained about as well by this chain,
-    every hop is asked for, the hops are met in the question's order, and no word names a hop more of a
+    every hop is asked for, the hops named are met in the question's order (a question naming none, "what
+    does X appear in" on a KG without a schema, has no order to break), and no word names a hop more of a
     relation than the chain takes (then a longer chain could still read the question better)."""
     found = explain(pattern, cues)
-    if found.unsupported or found.surplus or found.spare or not found.ordered or not _reaches_asked_kind(pattern, cues):
+    out_of_order = found.named > 0 and not found.ordered
+    if found.unsupported or found.surplus or found.spare or out_of_order or not _reaches_asked_kind(pattern, cues):
         return False
     relations = {r for r, _ in pattern}
     for k, best in enumerate(cues.salience()):

@@ -277,6 +277,17 @@ def test_a_verb_after_the_name_is_a_hop_not_the_answer_type() -> None:
     assert _explains_all((("starred_actors", False),), cues)
 
 
+def test_a_question_naming_no_relation_is_explained_by_one_hop() -> None:
+    """ "what does X appear in" on a KG without a schema: no word names a relation, so no hop can be out of the
+    question's order and the one hop explains it all (the beam stops instead of growing 2- and 3-hop chains)."""
+    from agents.patterns import QuestionCues, RelationLexicon, _explains_all, explain
+
+    cues = QuestionCues.of("what does Mirren appear in", "Mirren", RelationLexicon(RelationSchema()))
+    cues.add({"starred_actors", "directed_by"})
+    assert explain((("starred_actors", False),), cues).named == 0
+    assert _explains_all((("starred_actors", False),), cues)
+
+
 def test_a_word_right_after_the_name_is_the_first_hop() -> None:
     """ "the movies written by the [Hotel Rwanda] writers": the writers of Hotel Rwanda come first, then the
     movies they wrote, then who directed them."""
