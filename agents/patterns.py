@@ -472,7 +472,12 @@ def explain(
         surplus += max(0, repeats - hops)
         # a spare word asks for one more hop only if it names no other relation as well ("plays" names each
         # of plays_in_club, plays_position and plays_for_country: it is read as the hop of whichever it joins)
-        distinct = [k for k in separate if sum(r[k] >= SUPPORT for r in cues.relevance.values()) == 1]
+        # and is not the answer-type word ("what [movies] did X star in": it says what the hop reaches)
+        distinct = [
+            k
+            for k in separate
+            if cues.content[k] != cues.target and sum(r[k] >= SUPPORT for r in cues.relevance.values()) == 1
+        ]
         spare += max(0, len(distinct) - hops)
         returns += back
         named += len(separate)

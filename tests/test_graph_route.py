@@ -288,6 +288,19 @@ def test_a_question_naming_no_relation_is_explained_by_one_hop() -> None:
     assert _explains_all((("starred_actors", False),), cues)
 
 
+def test_the_answer_type_word_asks_for_no_hop_of_its_own() -> None:
+    """ "what [films] did X star in": "films" says what the one hop reaches; it is no spare word asking for a
+    second hop of the relation it names (the beam stops at the one hop)."""
+    from agents.patterns import QuestionCues, RelationCues, RelationLexicon, _explains_all, explain
+
+    schema = RelationSchema({"starred_actors": RelationCues(("star", "film"), ("film",), ("actor",))})
+    cues = QuestionCues.of("what films did Mirren star in", "Mirren", RelationLexicon(schema))
+    cues.add({"starred_actors", "directed_by"})
+    found = explain((("starred_actors", False),), cues)
+    assert found.named == 2 and found.spare == 0
+    assert _explains_all((("starred_actors", False),), cues)
+
+
 def test_a_word_right_after_the_name_is_the_first_hop() -> None:
     """ "the movies written by the [Hotel Rwanda] writers": the writers of Hotel Rwanda come first, then the
     movies they wrote, then who directed them."""
