@@ -250,6 +250,8 @@ class QuestionCues:
     _vectors: list[np.ndarray] = field(default_factory=list)
     _baseline: list[float] | None = None
     head_noun: int | None = None  # a content word right after the mention ("the [X] director")
+    wh: int | None = None  # position of the first wh-word
+    _best_kind: dict[tuple[int, int], float] = field(default_factory=dict)  # (word, relations met) -> best
 
     @classmethod
     def of(cls, question: str, mention: str, lexicon: RelationLexicon, others: Sequence[str] = ()) -> QuestionCues:
@@ -281,7 +283,7 @@ class QuestionCues:
             asked = "time"
         elif any(tokens[i] in QUANTITY_WORDS for i in content):
             asked = "quantity"
-        cues = cls(tokens, anchor, content, asked, target, lexicon)
+        cues = cls(tokens, anchor, content, asked, target, lexicon, wh=wh)
         # a word right after the name that a wh-word follows is the verb asking it ("X [starred] who"), no noun
         if span and span[-1] + 1 in content and not any(t in WH_WORDS for t in tokens[span[-1] + 2 :]):
             cues.head_noun = span[-1] + 1
@@ -358,6 +360,17 @@ class QuestionCues:
                 if end == "head" and domain and any(_shares_stem(token, w) for w in domain.split()):
                     best = max(best, LEXICAL)
         return best
+
+    def best_kind_relevance(self, k: int) -> float:
+        """How well content word k names the ends of the relation that fits it best (either end), over the
+        relations met so far."""
+        key = (k, len(self.relevance))
+        if key not in self._best_kind:
+            self._best_kind[key] = max(
+                max(self.kind_relevance(k, Kind(frozenset([r]))), self.kind_relevance(k, Kind(out=frozenset([r]))))
+                for r in self.relevance
+            )
+        return self._best_kind[key]
 
     def salience(self) -> list[float]:
         """Per content word, its relevance to the best relation met so far."""
@@ -462,10 +475,10 @@ def explain(
         # Each separate word names a hop ("the films starred by X actors": two of starred_actors). A return word
         # beside one of them says the relation is taken out and back: two hops, not one more than the words
         # name ("the director of X also directed which films", "directed by the same director of X").
-        unsupported += max(0, hops - max(len(separate) + implied, 2 * back))
-        implied_hops += max(0, hops - max(len(separate), 2 * back)) - max(
-            0, hops - max(len(separate) + implied, 2 * back)
-        )
+        unasked = max(0, hops - max(len(separate), 2 * back))
+        unasked_with_turns = max(0, hops - max(len(separate) + implied, 2 * back))
+        unsupported += unasked_with_turns
+        implied_hops += unasked - unasked_with_turns
         # the same word (or stem) again names the relation again ("written by the writer of X"); different
         # words for one relation ("national team ... play for") usually say one hop twice
         repeats = max((sum(_shares_stem(w, v) for v in words) for w in words), default=0)
@@ -582,17 +595,12 @@ def _reaches_asked_kind(pattern: Pattern, cues: QuestionCues) -> bool:
     here, so this is only a growing chain's estimate of `QuestionCues.kind_relevance`."""
     if cues.target is None or cues.target not in cues.content:
         return True
-    wh = next((i for i, t in enumerate(cues.tokens) if t in WH_WORDS), None)
-    if wh is not None and wh < cues.anchor < cues.target:
+    if cues.wh is not None and cues.wh < cues.anchor < cues.target:
         return True  # a word after the entity ("what does X [act] in") names a hop, not the answer's type
     k = cues.content.index(cues.target)
     relation, forward = pattern[-1]
     here = cues.kind_relevance(k, Kind(frozenset([relation])) if forward else Kind(out=frozenset([relation])))
-    best = max(
-        max(cues.kind_relevance(k, Kind(frozenset([r]))), cues.kind_relevance(k, Kind(out=frozenset([r]))))
-        for r in cues.relevance
-    )
-    return here >= best - 0.1
+    return here >= cues.best_kind_relevance(k) - 0.1
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
-
 from ingest.resolve import resolution_key
 from ingest.schema import ExtractionSchema
+from lm.scoring import next_token_probs
 
 # Sentence ends: . ! ? followed by space and a capital, digit or quote; and line breaks.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\u201c])|\n+")
@@ -165,22 +164,10 @@ class ModelJudge:
 
     def yes_shares(self, items: Sequence[tuple[str, str, str, str]]) -> list[float]:
         """For each (sentence, head, relation, tail): P(yes) / (P(yes) + P(no)) for the next token."""
+        if not items:
+            return []
         prompts = self.lm.encode_batch([self.lm.chat_prompt(self.question(*item)) for item in items])
-        shares: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            shares += self._yes_shares(prompts[start : start + self.batch_size])
-        return shares
-
-    def _yes_shares(self, prompts: list[list[int]]) -> list[float]:
-        width = max(len(p) for p in prompts)
-        pad = self.lm.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.lm.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.lm.device)
-        # positions count from each prompt's own first token, so padding on the left changes nothing
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self.lm.lock, torch.inference_mode():
-            logits = self.lm.model(ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
-        probs = torch.softmax(logits, dim=-1)
+        probs = next_token_probs(self.lm, prompts, self.batch_size)
         yes, no = probs[:, self.yes].sum(-1), probs[:, self.no].sum(-1)
         return (yes / (yes + no)).tolist()
 

@@ -71,3 +71,21 @@ def _score_group(
             for position, token in enumerate(tokens[1:]):
                 scores[row] += float(log_probs[row, position, token])
     return [ContinuationScore(s, len(c)) for s, c in zip(scores, group, strict=True)]
+
+
+def next_token_probs(model: LanguageModel, prompts: Sequence[Sequence[int]], batch: int = 8) -> torch.Tensor:
+    """The next-token distribution after each prompt (one row each), the prompts run as left-padded batches:
+    each row is masked to its own tokens and its positions count from its own first token, so it reads as
+    it would alone."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.eos_token_id
+    rows: list[torch.Tensor] = []
+    with model.lock, torch.inference_mode():
+        for at in range(0, len(prompts), batch):
+            group = [list(p) for p in prompts[at : at + batch]]
+            width = max(len(p) for p in group)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in group], device=model.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group], device=model.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model.model(ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+            rows.append(torch.softmax(logits, dim=-1).cpu())
+    return torch.cat(rows) if rows else torch.zeros(0)
