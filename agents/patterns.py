@@ -687,9 +687,11 @@ def rank_chains(
     names = {e.id: e.name for e in store.get_entities(sampled)}
     into: dict[str, set[str]] = {}  # entity -> relations it is the tail of
     out: dict[str, set[str]] = {}  # ... and the head of
-    # a few end entities per chain say what kind they are (one small edge query: few ids plan fast)
-    for edge in store.edges(sorted({i for ids in sample.values() for i in ids[:KIND_SAMPLE]})):
-        (out if edge.forward else into).setdefault(edge.origin_id, set()).add(edge.type)
+    # a few end entities per chain say what kind they are (one small query for their relation types)
+    for entity, relation, forward in store.relation_kinds(
+        sorted({i for ids in sample.values() for i in ids[:KIND_SAMPLE]})
+    ):
+        (out if forward else into).setdefault(entity, set()).add(relation)
     cues.add({r for kinds in into.values() for r in kinds})
     salience = cues.salience()
     scored = []

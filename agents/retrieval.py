@@ -15,7 +15,7 @@ from agents.spread import fused, spread
 from agents.state import Citation, LinkedEntity, PathRecord
 from agents.text import STOPWORDS, WH_WORDS
 from graph.model import normalised_key
-from graph.paths import Path, pattern_paths
+from graph.paths import EdgeMemo, Path, pattern_paths
 
 _BRACKETED = re.compile(r"\[([^\]]+)\]")
 _TYPED_WORD = re.compile(r"\w+(?:['\u2019.&-]\w+)*(?:['\u2019]s?)?")
@@ -256,6 +256,7 @@ def graph_candidates(resources: Resources, question: str, entities: list[LinkedE
     the best chain (and of the entity's chains that tie with it) go into the trie, capped in number.
     """
     settings = resources.settings
+    store = EdgeMemo(resources.store)
     mentions = list(dict.fromkeys(e["mention"] for e in entities))
     namelike = {e["mention"] for e in entities if _namelike(e, question)}
     ranked_of: dict[str, tuple[list[ScoredPattern], QuestionCues]] = {}
@@ -263,7 +264,7 @@ def graph_candidates(resources: Resources, question: str, entities: list[LinkedE
         # other names are not relation words; a lone lower-case word linked as a name may still be one
         others = [m for m in mentions if m != entity["mention"] and m in namelike]
         ranked, cues = rank_chains(
-            resources.store,
+            store,
             entity["id"],
             question,
             entity["mention"],
@@ -298,7 +299,7 @@ def graph_candidates(resources: Resources, question: str, entities: list[LinkedE
         candidates.constraint = (best.other, best.constraint)  # type: ignore[assignment]
     per_chain = max(1, settings.trie_paths // len(chains))
     for chain in chains:
-        candidates.paths += pattern_paths(resources.store, best.entity["id"], chain.pattern, per_chain, ends=ends)
+        candidates.paths += pattern_paths(store, best.entity["id"], chain.pattern, per_chain, ends=ends)
     if best.constraint is None:
         candidates.answer_scores = {a: m for a, m in mass.items() if a in {e for c in chains for e in c.reach}}
     return candidates

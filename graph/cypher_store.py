@@ -34,6 +34,7 @@ class CypherGraphStore:
     EDGES_QUERY: ClassVar[str]
     # Rows of (relation type, forward, count) for the entity $i.
     RELATION_TYPES_QUERY: ClassVar[str]
+    RELATION_KINDS_QUERY: ClassVar[str]
 
     _fuzzy: FuzzyNameIndex | None = None
 
@@ -134,6 +135,12 @@ class CypherGraphStore:
     def relation_types(self, entity_id: str) -> list[tuple[str, bool, int]]:
         rows = [(t, f, n) for t, f, n in self._rows(self.RELATION_TYPES_QUERY, {"i": entity_id})]
         return sorted(rows, key=lambda row: (-row[2], row[0], not row[1]))
+
+    def relation_kinds(self, entity_ids: Sequence[str]) -> list[tuple[str, str, bool]]:
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
+            return []
+        return [(i, t, bool(f)) for i, t, f in self._rows(self.RELATION_KINDS_QUERY, {"ids": ids})]
 
     def relation_counts(self) -> list[tuple[str, int]]:
         rows = self._rows("MATCH ()-[r:RELATION]->() RETURN r.type, count(*)")

@@ -216,6 +216,10 @@ class Neo4jGraphStore(CypherGraphStore):
         "MATCH (e:Entity {id: $i})-[r]-(:Entity) WHERE r.relation IS NOT NULL "
         "RETURN r.relation, startNode(r) = e, count(*)"
     )
+    RELATION_KINDS_QUERY = (
+        "UNWIND $ids AS i MATCH (a:Entity {id: i})-[r]-(:Entity) WHERE r.relation IS NOT NULL "
+        "RETURN DISTINCT a.id, r.relation, startNode(r) = a"
+    )
 
     def __init__(self, uri: str, user: str, password: str, database: str = "neo4j", read_only: bool = False) -> None:
         self.uri = uri

@@ -10,6 +10,31 @@ from graph.model import Edge
 from graph.store import GraphStore
 
 
+class EdgeMemo:
+    """A view of `store` for one question's walk that reads each entity's edges once: ranking chains and then
+    following the chosen one ask for the same entities again. Every other call goes to the store.
+
+    Made per question and dropped after it, so a write to the store can never leave it stale for long; the
+    edges of the entities one question touches are what it holds.
+    """
+
+    def __init__(self, store: GraphStore) -> None:
+        self._store = store
+        self._edges: dict[str, list[Edge]] = {}
+
+    def edges(self, entity_ids: Sequence[str]) -> list[Edge]:
+        ids = list(dict.fromkeys(entity_ids))
+        if missing := [i for i in ids if i not in self._edges]:
+            fetched: dict[str, list[Edge]] = {i: [] for i in missing}
+            for edge in self._store.edges(missing):
+                fetched[edge.origin_id].append(edge)
+            self._edges.update(fetched)
+        return [edge for i in ids for edge in self._edges[i]]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
 def forward_arrow(relation: str) -> str:
     return f"-{relation}->"
 

@@ -63,6 +63,11 @@ class GraphStore(Protocol):
         """(relation type, forward?, count) of the relations touching an entity."""
         ...
 
+    def relation_kinds(self, entity_ids: Sequence[str]) -> list[tuple[str, str, bool]]:
+        """(entity id, relation type, forward?) once for each relation type touching each entity: what kind
+        of thing an entity is, without reading every edge of a hub."""
+        ...
+
     def relation_counts(self) -> list[tuple[str, int]]:
         """(relation type, number of relations) for every type, most frequent first."""
         ...

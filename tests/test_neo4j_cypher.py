@@ -95,6 +95,7 @@ def test_the_backend_has_its_statements_found() -> None:
         neo4j_store.GRAPHRAG_RETRIEVAL_QUERY,
         neo4j_store.Neo4jGraphStore.EDGES_QUERY,
         neo4j_store.Neo4jGraphStore.RELATION_TYPES_QUERY,
+        neo4j_store.Neo4jGraphStore.RELATION_KINDS_QUERY,
     ):
         assert expected.strip() in statements
     assert any("MERGE (h)-[r:$(row.rel_type) {relation: row.relation}]->(t)" in s for s in statements)

@@ -132,6 +132,7 @@ class FakeServer:
             neo4j_store.RELATION_COUNTS: [],
             Neo4jGraphStore.EDGES_QUERY: [],
             Neo4jGraphStore.RELATION_TYPES_QUERY: [],
+            Neo4jGraphStore.RELATION_KINDS_QUERY: [],
         }
         self.index: list[tuple[Any, ...]] = []  # rows of SHOW_VECTOR_INDEX
 

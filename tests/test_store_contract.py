@@ -8,7 +8,7 @@ import pytest
 
 from graph.errors import GraphStoreError
 from graph.model import Chunk, Document, Entity, Relation, StoreCounts, entity_id
-from graph.paths import neighbourhood
+from graph.paths import EdgeMemo, neighbourhood
 from graph.store import GraphStore
 
 
@@ -152,6 +152,48 @@ def test_edges_of_many_ids_equal_the_edges_of_each(store: GraphStore, count: int
     one_by_one = sorted(repr(edge) for i in ids for edge in store.edges([i]))
     assert together == one_by_one
     assert len(together) == 2 * count - 1  # each chain node has a next and a previous, but the first
+
+
+def test_relation_kinds_name_each_type_and_direction_once(store: GraphStore) -> None:
+    for film in ("Film A", "Film B", "Film C"):
+        triple(store, film, "directed_by", "Joel Zwick")
+    triple(store, "Film A", "written_by", "Joel Zwick")
+    triple(store, "Joel Zwick", "born_in", "Boston")
+    kinds = store.relation_kinds([entity_id("Joel Zwick"), entity_id("Boston"), entity_id("nobody")])
+    assert sorted(kinds) == sorted(
+        [
+            (entity_id("Boston"), "born_in", False),
+            (entity_id("Joel Zwick"), "born_in", True),
+            (entity_id("Joel Zwick"), "directed_by", False),  # three films, one row
+            (entity_id("Joel Zwick"), "written_by", False),
+        ]
+    )
+    assert store.relation_kinds([]) == []
+
+
+class CountingStore:
+    """Counts the ids each edge query asks for (to see what a memo spares the store)."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store, self.asked = store, []
+
+    def edges(self, ids: list[str]) -> list:
+        self.asked.append(sorted(ids))
+        return self.store.edges(ids)
+
+
+def test_edge_memo_reads_each_entity_once_and_answers_as_the_store(store: GraphStore) -> None:
+    triple(store, "Film A", "directed_by", "Joel Zwick")
+    triple(store, "Film B", "directed_by", "Joel Zwick")
+    triple(store, "Film A", "in_language", "Greek")
+    counting = CountingStore(store)
+    memo = EdgeMemo(counting)  # type: ignore[arg-type]
+    zwick, film_a, lonely = entity_id("Joel Zwick"), entity_id("Film A"), entity_id("nobody")
+    assert sorted(map(repr, memo.edges([zwick]))) == sorted(map(repr, store.edges([zwick])))
+    both = memo.edges([zwick, film_a, lonely])
+    assert sorted(map(repr, both)) == sorted(map(repr, store.edges([zwick, film_a])))
+    memo.edges([film_a, zwick, lonely])
+    assert counting.asked == [[zwick], sorted([film_a, lonely])]  # known ids, even edgeless ones, not re-asked
 
 
 def test_neighbourhood_paths_both_directions(store: GraphStore) -> None:
