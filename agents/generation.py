@@ -171,7 +171,8 @@ def closed_book_entropy(resources: Resources, question: str) -> float:
         return float(entropy_bits(torch.log_softmax(torch.tensor(list(top.values())), dim=-1)))
     ids = torch.tensor([model.encode(closed_book_prompt(resources, question))], device=model.device)
     with model.lock, torch.inference_mode():
-        logits = model.model(ids).logits[0, -1].float()
+        output, _ = model.forward(ids, last_logits=True)
+        logits = output.logits[0, -1].float()
     return float(entropy_bits(torch.log_softmax(logits, dim=-1)))
 
 

@@ -141,7 +141,7 @@ KVLayers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values)
 
 def _prefill(model: LanguageModel, ids: list[int]) -> tuple[torch.Tensor, KVLayers]:
     """Next-token logits after `ids` and the per-layer (keys, values) of its KV cache."""
-    output, cache = model.forward(torch.tensor([ids], device=model.device), use_cache=True)
+    output, cache = model.forward(torch.tensor([ids], device=model.device), last_logits=True, use_cache=True)
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     return output.logits[0, -1], layers
 

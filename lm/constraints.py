@@ -187,7 +187,9 @@ def constrained_greedy(model: LanguageModel, prompt_ids: Sequence[int], tree: To
                 segment.append(token)
                 pending.append(token)
                 continue
-            output, cache = model.forward(torch.tensor([pending], device=model.device), cache, use_cache=True)
+            output, cache = model.forward(
+                torch.tensor([pending], device=model.device), cache, last_logits=True, use_cache=True
+            )
             passes += 1
             log_probs = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
             allowed = torch.tensor(list(children), device=log_probs.device)

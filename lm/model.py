@@ -78,9 +78,11 @@ class LanguageModel:
         self.lock = threading.Lock()
         # transformers 5 renamed the key/value cache argument `past_key_values` to `cache` (the old name warns);
         # older releases know only the old one.
-        self._cache_argument = (
-            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        )
+        parameters = inspect.signature(self.model.forward).parameters
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        # The output layer over every prompt position is a fifth of a small model's prefill and a large logits
+        # tensor; most calls read the last position only. Older releases compute all of them.
+        self._keeps_last_logits = "logits_to_keep" in parameters
         end_of_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         # GGUF metadata can name the wrong end token; the chat format's own end-of-turn is what ends a reply.
         self.eos_token_id = (
@@ -117,8 +119,13 @@ class LanguageModel:
             shutil.rmtree(building, ignore_errors=True)
         return ModelSource(str(target))
 
-    def forward(self, input_ids: torch.Tensor, cache: object | None = None, **kwargs: Any) -> tuple[Any, Any]:
-        """One forward pass of the model continuing `cache` (None: from scratch): (its output, the new cache)."""
+    def forward(
+        self, input_ids: torch.Tensor, cache: object | None = None, last_logits: bool = False, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        """One forward pass of the model continuing `cache` (None: from scratch): (its output, the new cache).
+        `last_logits`: only the last position's logits are needed (the output may still hold all of them)."""
+        if last_logits and self._keeps_last_logits:
+            kwargs["logits_to_keep"] = 1
         output = self.model(input_ids, **{self._cache_argument: cache}, **kwargs)
         return output, cache_of(output)
 

@@ -27,10 +27,17 @@ class ContinuationScore:
         return self.total / max(self.tokens, 1)
 
 
+# Each row of a group carries its own copy of the prompt's key/value cache; a long prompt (a document
+# question's evidence) times 64 rows was most of a document question's peak memory. A group's copies stay
+# within this many bytes, and a short prompt still runs the full batch.
+GROUP_CACHE_BYTES = 128 * 2**20
+
+
 def continuation_log_probs(
     model: LanguageModel, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]], batch: int = 64
 ) -> list[ContinuationScore]:
-    """log p(continuation | prompt) for each token sequence, teacher-forced."""
+    """log p(continuation | prompt) for each token sequence, teacher-forced, at most `batch` at a time (fewer
+    where the prompt's cache, repeated for each, would pass `GROUP_CACHE_BYTES`)."""
     if not continuations:
         return []
     if not prompt_ids:
@@ -40,8 +47,9 @@ def continuation_log_probs(
     results: list[ContinuationScore] = []
     with model.lock, torch.inference_mode():
         prefix = torch.tensor([list(prompt_ids)], device=device)
-        output, cache = model.forward(prefix, use_cache=True)
+        output, cache = model.forward(prefix, last_logits=True, use_cache=True)
         first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
+        batch = max(1, min(batch, GROUP_CACHE_BYTES // max(1, kv_bytes_per_token(model) * len(prompt_ids))))
         for at in range(0, len(continuations), batch):
             group = [list(c) for c in continuations[at : at + batch]]
             results += _score_group(model, cache, first, len(prompt_ids), group, pad, device)
@@ -73,6 +81,14 @@ def _score_group(
     return [ContinuationScore(s, len(c)) for s, c in zip(scores, group, strict=True)]
 
 
+def kv_bytes_per_token(model: LanguageModel) -> int:
+    """Bytes of key/value cache one token of context takes in `model` (keys and values, every layer)."""
+    config = model.model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * model.model.dtype.itemsize
+
+
 def next_token_probs(model: LanguageModel, prompts: Sequence[Sequence[int]], batch: int = 8) -> torch.Tensor:
     """The next-token distribution after each prompt (one row each), the prompts run as left-padded batches:
     each row is masked to its own tokens and its positions count from its own first token, so it reads as
@@ -86,6 +102,7 @@ def next_token_probs(model: LanguageModel, prompts: Sequence[Sequence[int]], bat
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in group], device=model.device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group], device=model.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model.model(ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+            output, _ = model.forward(ids, attention_mask=mask, position_ids=positions, last_logits=True)
+            logits = output.logits[:, -1].float()
             rows.append(torch.softmax(logits, dim=-1).cpu())
     return torch.cat(rows) if rows else torch.zeros(0)
