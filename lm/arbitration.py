@@ -24,6 +24,7 @@ import torch
 from transformers import LogitsProcessor
 
 from lm.model import LanguageModel, TextCallback
+from lm.scoring import left_padded
 
 NEG_INF = float("-inf")
 
@@ -177,7 +178,6 @@ def arbitrated_generate(
     prompts = [model.encode(with_context), model.encode(without_context)]
     lengths = [len(ids) for ids in prompts]
     width = max(lengths)
-    pad_id = model.tokenizer.pad_token_id
     device = model.device
     processors = [*(extra_processors or []), processor]
     with model.lock, torch.inference_mode():
@@ -188,10 +188,7 @@ def arbitrated_generate(
             [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*padded, strict=True)],
             config=model.model.config,
         )
-        sequences = torch.tensor(
-            [[pad_id] * (width - n) + ids for n, ids in zip(lengths, prompts, strict=True)], device=device
-        )
-        attention = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
+        sequences, attention = left_padded(model, prompts)
         positions = torch.tensor([[n] for n in lengths], device=device)
         answer: list[int] = []
         streamer = TextCallback(model.tokenizer, on_text) if on_text else None

@@ -43,7 +43,7 @@ def continuation_log_probs(
     if not prompt_ids:
         raise ValueError("a prompt of at least one token is needed to score continuations")
     device = model.device
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.eos_token_id
+    pad = model.tokenizer.pad_token_id  # LanguageModel sets one where the tokenizer has none
     results: list[ContinuationScore] = []
     with model.lock, torch.inference_mode():
         prefix = torch.tensor([list(prompt_ids)], device=device)
@@ -93,16 +93,21 @@ def next_token_probs(model: LanguageModel, prompts: Sequence[Sequence[int]], bat
     """The next-token distribution after each prompt (one row each), the prompts run as left-padded batches:
     each row is masked to its own tokens and its positions count from its own first token, so it reads as
     it would alone."""
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.eos_token_id
     rows: list[torch.Tensor] = []
     with model.lock, torch.inference_mode():
         for at in range(0, len(prompts), batch):
-            group = [list(p) for p in prompts[at : at + batch]]
-            width = max(len(p) for p in group)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in group], device=model.device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group], device=model.device)
+            ids, mask = left_padded(model, prompts[at : at + batch])
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             output, _ = model.forward(ids, attention_mask=mask, position_ids=positions, last_logits=True)
             logits = output.logits[:, -1].float()
             rows.append(torch.softmax(logits, dim=-1).cpu())
     return torch.cat(rows) if rows else torch.zeros(0)
+
+
+def left_padded(model: LanguageModel, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts as rows padded on the left to one width, and the mask of each row's own tokens."""
+    width = max(len(p) for p in prompts)
+    pad = model.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+    return ids, mask
