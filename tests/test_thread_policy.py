@@ -23,7 +23,8 @@ BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: 
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     environment.update(env)
     run = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=environment, capture_output=True, text=True, timeout=120
@@ -82,3 +83,11 @@ def test_importing_app_keeps_openmps_spinning_default() -> None:
     assert counts and set(counts) == {"300000"}, counts
     chosen = run_python(code, OMP_DISPLAY_ENV="verbose", OMP_WAIT_POLICY="PASSIVE").stderr
     assert set(re.findall(r"GOMP_SPINCOUNT = '(\d+)'", chosen)) == {"0"}
+
+
+def test_onednn_keeps_few_compiled_shapes_unless_the_user_says() -> None:
+    """oneDNN compiles a primitive for every shape it meets and by default keeps 1,024: a process answering
+    questions of ever new prompt lengths grew with no plateau. Loading a model module bounds the cache first."""
+    code = "import os, lm.model, torch; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    assert run_python(code).stdout.split()[-1] == "8"
+    assert run_python(code, ONEDNN_PRIMITIVE_CACHE_CAPACITY="256").stdout.split()[-1] == "256"
