@@ -10,8 +10,8 @@ at most 1.2.
 
 Phases: `idle` (nothing else started by this script), then `loaded` with one busy process (a Python spin
 loop) beside both, since the slowdown was first seen on a busy machine. In each phase the CLI is also run
-as it ran before the fix ("cli_before_fix": torch imported before `app`, so OpenMP keeps its default spinning
-wait policy), to show the cause. Writes bench/results/cli_vs_server.json.
+as it ran before the fix ("cli_before_fix": OpenMP's spinning wait policy on every core whatever else runs,
+as `TRELLIS_CPU_THREADS` set to the core count gives today), to show the cause. Writes bench/results/cli_vs_server.json.
 
     python bench/cli_vs_server.py [--rounds 5] [--work DIR]
 """
@@ -45,10 +45,11 @@ QUESTIONS = {
     "graph": f"who directed the movies written by [{TOPIC}]",
     "document": "Who publishes the Journal of Mathematical Physics?",
 }
-# The CLI as it ran before lm.device.prepare_cpu_threads: torch loaded first, so OpenMP read no wait policy.
-BEFORE_FIX = "import sys, torch; from app.cli import main; sys.argv[0] = 'trellis'; main()"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 ENV.pop("OMP_WAIT_POLICY", None)  # what each entry point chooses is what is measured
+ENV.pop("TRELLIS_CPU_THREADS", None)
+# The CLI as it ran before the fix: spinning threads on every core, not fitted to the idle ones (lm.device).
+BEFORE_FIX_ENV = {**ENV, "TRELLIS_CPU_THREADS": str(os.cpu_count() or 1)}
 
 
 def build_data(work: Path) -> Path:
@@ -104,10 +105,10 @@ def ask_http(url: str, question: str) -> dict[str, Any]:
 
 
 def ask_cli(data: Path, question: str, before_fix: bool = False) -> dict[str, Any]:
-    head = [sys.executable, "-c", BEFORE_FIX] if before_fix else [str(TRELLIS)]
-    command = [*head, "ask", question, "--json", "--timing", "--data-dir", str(data)]
+    command = [str(TRELLIS), "ask", question, "--json", "--timing", "--data-dir", str(data)]
     started = time.perf_counter()
-    run = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    environment = BEFORE_FIX_ENV if before_fix else ENV
+    run = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - started
     if run.returncode != 0:
         raise RuntimeError(f"trellis ask failed: {run.stderr[-2000:]}")
