@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int | None = Field(
-        None, ge=1, description="Torch threads on the CPU for every entry point (default: torch's, one per core)."
+        None, ge=1, description="Fixed torch threads on the CPU (default: the cores other processes leave idle)."
     )
     model_cache: Path | None = Field(
         None,
