@@ -4,7 +4,9 @@ Retrieval runs in rounds (PIKE-RAG's decomposition, read as iterative retrieval 
 Knowledge-Aware Iterative Retrieval): when no evidence sentence holds the question's words together, the
 question is multi-hop; the best-placed name of the first round's evidence that the question does not name
 is the bridge, and the next round retrieves from it (its chunks in the mention graph, and vector search
-with the question rewritten around it: the bridge and the question's words its sentence did not cover).
+with the question rewritten around it: the bridge and the question's words its sentence did not cover). The
+answer is then read in the sentences that bear on that rewritten question, the second hop's; the sentence
+that named the bridge is kept and cited as the first hop's.
 
 The answer is a span of the evidence (`agents.answer_spans`), or free text for an explanation question.
 FaithfulRAG's fact-level check then compares it with the model's closed-book answer: where they disagree,
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.answer_spans import (
@@ -63,6 +65,10 @@ def sentences_of(resources: Resources, found: list[tuple[Citation, str]], first_
 
 def _embed(resources: Resources) -> Callable[[list[str]], Any]:
     return lambda texts: resources.embedder.embed(texts, batch_size=64)
+
+
+def place_of(sentence: Sentence) -> tuple[str, int]:
+    return sentence.citation["chunk_id"], sentence.number
 
 
 def covered(question: str, evidence: list[Sentence]) -> float:
@@ -117,9 +123,14 @@ def gather_evidence(
         seen |= {c["chunk_id"] for c, _ in new}
         passages += [text for _, text in new]
         pool += sentences_of(resources, new, first_rank=len(seen) - len(new))
-        evidence = select_evidence(
-            f"{question} {bridge.text}", pool, embed, [*names, bridge.text], settings.evidence_sentences
-        )
+        # The answer to a bridged question is read in the second hop's evidence: the sentences that bear on
+        # the second hop's question (the bridge and what the first hop's sentence left unsaid). The sentence
+        # that named the bridge stays, cited as the first hop, scored below every second-hop sentence.
+        first_hop = evidence[bridge.sentence]
+        others = [s for s in pool if (s.citation["chunk_id"], s.number) != place_of(first_hop)]
+        second = select_evidence(query, others, embed, [bridge.text], settings.evidence_sentences - 1)
+        floor = min((s.score for s in second), default=0.0)
+        evidence = sorted([*second, replace(first_hop, score=floor - 1.0)], key=lambda s: (s.rank, s.number))
         trace.append(
             {
                 "round": number,

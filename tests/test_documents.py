@@ -84,6 +84,9 @@ def test_a_bridge_question_gets_a_second_round(corpus) -> None:
     assert "Meridian Society" in rounds[1]["bridge"]
     assert result["answer"] == "Clara Voss"
     assert _answer_sentence(result)["doc_id"] == "society"
+    # the answer is read in the second hop's sentences; the one that named the bridge stays cited, below them
+    first_hop = [c for c in result["citations"] if "published by the Meridian Society" in c["sentence"]]
+    assert first_hop and not first_hop[0]["answer_here"]
 
 
 def test_a_planted_conflict_with_what_the_model_knows_is_flagged(corpus) -> None:
