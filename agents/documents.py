@@ -68,6 +68,7 @@ def _embed(resources: Resources) -> Callable[[list[str]], Any]:
 
 
 def place_of(sentence: Sentence) -> tuple[str, int]:
+    """Where a sentence stands: its chunk and its number there."""
     return sentence.citation["chunk_id"], sentence.number
 
 
@@ -127,7 +128,7 @@ def gather_evidence(
         # the second hop's question (the bridge and what the first hop's sentence left unsaid). The sentence
         # that named the bridge stays, cited as the first hop, scored below every second-hop sentence.
         first_hop = evidence[bridge.sentence]
-        others = [s for s in pool if (s.citation["chunk_id"], s.number) != place_of(first_hop)]
+        others = [s for s in pool if place_of(s) != place_of(first_hop)]
         second = select_evidence(query, others, embed, [bridge.text], settings.evidence_sentences - 1)
         floor = min((s.score for s in second), default=0.0)
         evidence = sorted([*second, replace(first_hop, score=floor - 1.0)], key=lambda s: (s.rank, s.number))
