@@ -32,7 +32,15 @@ from agents.answer_spans import (
     reading_order,
 )
 from agents.chain_choice import AUTO_MIN_PARAMETERS, model_parameters
-from agents.evidence import Sentence, content_words, numbered, select_evidence, split_sentences, token_saving
+from agents.evidence import (
+    Sentence,
+    content_words,
+    numbered,
+    place_of,
+    select_evidence,
+    split_sentences,
+    token_saving,
+)
 from agents.generation import closed_book_prompt, document_answer
 from agents.resources import Resources
 from agents.retrieval import chunks_from, retrieve_chunks
@@ -65,11 +73,6 @@ def sentences_of(resources: Resources, found: list[tuple[Citation, str]], first_
 
 def _embed(resources: Resources) -> Callable[[list[str]], Any]:
     return lambda texts: resources.embedder.embed(texts, batch_size=64)
-
-
-def place_of(sentence: Sentence) -> tuple[str, int]:
-    """Where a sentence stands: its chunk and its number there."""
-    return sentence.citation["chunk_id"], sentence.number
 
 
 def covered(question: str, evidence: list[Sentence]) -> float:

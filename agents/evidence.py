@@ -101,19 +101,25 @@ def select_evidence(
         lexical = sum(weight[w] for w in asked & held) / total if total else 0.0
         scored.append(_with_score(sentence, float(cosine) + LEXICAL_WEIGHT * lexical))
     best = sorted(scored, key=lambda s: -s.score)[:limit]
-    chosen = {(s.citation["chunk_id"], s.number): s for s in best}
-    by_place = {(s.citation["chunk_id"], s.number): s for s in scored}
+    chosen = {place_of(s): s for s in best}
+    by_place = {place_of(s): s for s in scored}
     for sentence in best:
         # who "he" is, or who speaks a quotation, is told in the sentence before (or, for speech, after):
         # that neighbour is read with the sentence and counts as much
         steps = [-1] if _PRONOUN_START.match(sentence.text) else [-1, 1] if _QUOTE_START.match(sentence.text) else []
         for step in steps:
-            near = by_place.get((sentence.citation["chunk_id"], sentence.number + step))
+            chunk_id, number = place_of(sentence)
+            near = by_place.get((chunk_id, number + step))
             if near is not None:
-                place = (near.citation["chunk_id"], near.number)
+                place = place_of(near)
                 held = chosen.get(place, near)
                 chosen[place] = _with_score(held, max(held.score, sentence.score))
     return sorted(chosen.values(), key=lambda s: (s.rank, s.number))
+
+
+def place_of(sentence: Sentence) -> tuple[str, int]:
+    """Where a sentence stands: its chunk and its number there."""
+    return sentence.citation["chunk_id"], sentence.number
 
 
 def _rarity(asked: set[str], held_by: list[set[str]]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ class IdleCores:
         self.stat_path = stat_path
         self.cores = os.cpu_count() or 1
         self.most = most or torch.get_num_threads()
-        self.others = 0.0  # cores other processes used in the last window
         self.threads = self.most
         self._lock = threading.Lock()
         self._last = self.sample()
@@ -84,20 +84,26 @@ class IdleCores:
 
         if self._last is None:
             return None
-        with self._lock:
-            now = self.sample()
-            if now is not None and now.at - self._last.at >= self.WINDOW_S:
-                others = (now.busy - self._last.busy) - (now.own - self._last.own)
-                self.others = max(0.0, others / (now.at - self._last.at))
-                self.threads = self.threads_for(self.others)
-                self._last = now
+        # /proc/stat is read only once a window has closed: a decoding loop calls this at every token
+        if time.monotonic() - self._last.at >= self.WINDOW_S:
+            with self._lock:
+                now = self.sample()
+                if now is not None and now.at - self._last.at >= self.WINDOW_S:
+                    others = ((now.busy - self._last.busy) - (now.own - self._last.own)) / (now.at - self._last.at)
+                    self.threads = self.threads_for(max(0.0, others))
+                    self._last = now
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         return self.threads
 
 
-_IDLE_CORES: list[IdleCores] = []  # the process's one monitor, made when a CPU model first asks for it
-_FIXED_THREADS: list[int] = []  # threads the user chose (`cpu_threads`): then nothing is fitted
+_threads_fixed = False  # the user chose a count (`cpu_threads`): nothing is fitted
+
+
+@lru_cache(maxsize=1)
+def idle_cores() -> IdleCores:
+    """The process's one monitor, made when a CPU model first asks for it."""
+    return IdleCores()
 
 
 def fit_threads_to_idle_cores(module: torch.nn.Module, device: str) -> None:
@@ -105,12 +111,10 @@ def fit_threads_to_idle_cores(module: torch.nn.Module, device: str) -> None:
     unless the user fixed the thread count."""
     if not device.startswith("cpu"):
         return
-    if not _IDLE_CORES:
-        _IDLE_CORES.append(IdleCores())
-    monitor = _IDLE_CORES[0]
+    monitor = idle_cores()
 
     def before_forward(*_: Any) -> None:
-        if not _FIXED_THREADS:
+        if not _threads_fixed:
             monitor.fit()
 
     module.register_forward_pre_hook(before_forward)
@@ -134,8 +138,9 @@ def use_cpu_threads(threads: int | None) -> None:
     """
     import torch
 
+    global _threads_fixed
     if threads is not None:
-        _FIXED_THREADS[:] = [threads]
+        _threads_fixed = True
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
