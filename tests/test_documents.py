@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from agents.answer_spans import Candidate, asked_kind, asks_explanation, candidates_of, type_fit
+from agents.answer_spans import Candidate, asked_class, asked_kind, asks_explanation, candidates_of, type_fit
 from agents.documents import agree
 from agents.evidence import _rarity, split_sentences
 from agents.graph import ask, build_graph
@@ -138,6 +138,19 @@ def test_what_a_question_asks_for() -> None:
         Candidate("4 %", 0, 0, 3, "PERCENT"), "count"
     )
     assert agree("the Meridian Society", "Meridian Society") and not agree("Paris", "Lyon")
+
+
+def test_the_class_a_question_asks_for_types_the_names_that_end_in_it(corpus) -> None:
+    resources, _ = corpus
+    nlp = resources.nlp
+    assert asked_class(nlp, "What river flows through the city where Clara Voss was born?") == "river"
+    assert asked_class(nlp, "What is the name of the observatory the society built?") == "observatory"
+    assert asked_class(nlp, "The peak is part of what mountain range?") == "range"
+    assert asked_class(nlp, "Who founded the Meridian Society?") is None
+    river, town = Candidate("Tagus River", 0, 0, 11, "LOC"), Candidate("Porto", 0, 0, 5, "GPE")
+    assert type_fit(river, None, "river") == 1.0 > type_fit(town, None, "river")
+    # a plain noun phrase that ends in the class ("the nearby river") names no river
+    assert type_fit(Candidate("nearby river", 0, 0, 12, "NOUN"), None, "river") == 0.0
 
 
 def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
