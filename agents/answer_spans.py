@@ -40,6 +40,11 @@ ECHO_PENALTY = 3.0  # a span made only of the question's words
 
 _PLACE_NOUNS = "city|country|place|state|town|region|continent"
 EXPLANATION = re.compile(r"^\s*(why|how (?:does|do|did|can|could|is|are|was|were|to|should)|describe|explain)\b", re.I)
+# "who/what is|was" and nothing but a capitalised name (assumes English capitalises names; "who is the
+# director of X" asks for a person, and stays a span question)
+DEFINITION = re.compile(
+    r"^\s*(?i:who|what)\s+(?i:is|was|are|were)\s+(?!(the|a|an)\b)[A-Z][\w.'-]*(\s+[A-Z][\w.'-]*)*\s*\??\s*$"
+)
 _ASKED = [
     (re.compile(r"\bhow many\b|\bnumber of\b", re.I), "count"),
     (re.compile(r"\bhow (much|old|long|far|big|tall|large)\b", re.I), "quantity"),
@@ -128,7 +133,12 @@ def _same_noun(word: str, noun: str) -> bool:
 
 
 def asks_explanation(question: str) -> bool:
-    return bool(EXPLANATION.match(question)) and asked_kind(question) not in NUMERIC
+    """Why, how, describe, explain; and "who is <a name>?" / "what is <a name>?", which asks what the name
+    is, a description no single span of the evidence gives ("Who is Alex Mercer?" is not answered by a
+    name)."""
+    return (bool(EXPLANATION.match(question)) and asked_kind(question) not in NUMERIC) or bool(
+        DEFINITION.match(question)
+    )
 
 
 def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list[Candidate]:

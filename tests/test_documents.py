@@ -129,6 +129,10 @@ def test_what_a_question_asks_for() -> None:
     assert asked_kind("Who led the society when it moved to Lisbon?") == "agent"
     assert asks_explanation("Why did it move?") and asks_explanation("How does the constraint work?")
     assert not asks_explanation("How many episodes are there?")
+    # "who is <a name>?" asks for a description, "who is the <role> of ...?" for a name
+    assert asks_explanation("Who is Clara Voss?") and asks_explanation("What is Meridian Society?")
+    assert not asks_explanation("Who is the founder of the Meridian Society?")
+    assert not asks_explanation("What is a society?")
     year = Candidate("2016", 0, 0, 4, "DATE")
     assert type_fit(year, "quantity") < 0 < type_fit(year, "time") and type_fit(year, "count") < 0
     # "who" asks for a person first, and can also be a group: the person wins where both stand
