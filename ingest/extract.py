@@ -5,7 +5,8 @@ with the sentence it came from (and, from extractors with a reflection pass, the
 `make_extractor(settings)` picks one by `settings.extractor`. `SpacyExtractor` (the default) takes named
 entities and proper-noun phrases from spaCy's small English pipeline, and relations from dependency
 patterns: subject-verb-object, copula (`X is the capital of Y`), and prepositional attachments (`X was born
-in Y`). `ingest.model_extract.ModelExtractor` has the language model extract under a schema instead.
+in Y`). `ingest.model_extract.ModelExtractor` has the language model extract relations under a schema
+instead (spaCy's entity mentions kept beside them).
 Resolving surface forms into graph entities is `ingest.resolve`'s job.
 """
 
@@ -106,6 +107,8 @@ def make_extractor(settings: Settings, background: bool = True, model: Any | Non
         schema,
         cache_path=settings.data_dir / "extractions.sqlite",
         model_name=settings.llm_model,
+        # spaCy's named entities join the model's: the mention graph keeps their coverage (relations: the model's)
+        tagger=SpacyExtractor(settings.spacy_model, background=False),
     )
 
 

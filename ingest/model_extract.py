@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from graph.model import Chunk
-from ingest.extract import Dropped, Extraction, Fact, Mention
+from ingest.extract import Dropped, Extraction, Extractor, Fact, Mention
 from ingest.reflection import Judge, Judged, is_date, judge_for, reflect
 from ingest.schema import ExtractionSchema
 from ingest.structured import CLOSE_RESERVE, MAX_TRIPLES, GrammarProcessor, chunk_spans, extraction_grammar, parse_reply
@@ -102,6 +102,10 @@ class ModelExtractor:
     `model` is a loaded `lm.model.LanguageModel` or a function that loads one (called at first use, so an
     ingestion that finds nothing new never loads a model). `judge`: `auto` (the model judges triples when
     it is large enough, see `ingest.reflection.judge_for`), `model` or `check` (cheap checks only).
+    `tagger`: an extractor whose mentions, not its relations, join the model's (spaCy's named entities): the
+    mention graph that retrieval spreads over and links questions through keeps the tagger's coverage, where
+    a small model names few entities (on 394 MuSiQue passages SmolLM2's graph alone held 1,026 entities
+    against spaCy's 3,275, and hybrid recall@5 fell below vector search alone).
     """
 
     name = "model"
@@ -114,6 +118,7 @@ class ModelExtractor:
         judge: str = "auto",
         max_new_tokens: int = MAX_NEW_TOKENS,
         model_name: str | None = None,
+        tagger: Extractor | None = None,
     ) -> None:
         self._model, self.schema, self.judge_mode, self.max_new_tokens = model, schema, judge, max_new_tokens
         # Part of each cached result's key, known without loading the model.
@@ -122,6 +127,7 @@ class ModelExtractor:
         self.stats = ExtractionStats()
         self._judge: Judge | None = None
         self._judge_chosen = False
+        self.tagger = tagger
 
     @property
     def lm(self) -> Any:
@@ -136,9 +142,12 @@ class ModelExtractor:
 
     def extract(self, chunks: Sequence[Chunk]) -> Extraction:
         result = Extraction()
+        tagged = self.tagger.extract(chunks).mentions if self.tagger is not None else {}
         for chunk in chunks:
             one = self.extract_chunk(chunk)
-            result.mentions[chunk.id] = [Mention(m["text"], m["label"]) for m in one["mentions"]]
+            named = [Mention(m["text"], m["label"]) for m in one["mentions"]]
+            known = {m.text.casefold() for m in named}
+            result.mentions[chunk.id] = named + [m for m in tagged.get(chunk.id, []) if m.text.casefold() not in known]
             result.facts.extend(
                 Fact(f["head"], f["relation"], f["tail"], chunk.id, f["start"], f["end"]) for f in one["kept"]
             )
@@ -156,6 +165,8 @@ class ModelExtractor:
         return done
 
     def close(self) -> None:
+        if self.tagger is not None:
+            self.tagger.close()
         if self.cache is not None:
             self.cache.close()
             self.cache = None

@@ -142,6 +142,22 @@ def test_model_replies_always_parse_name_only_schema_relations_and_chunk_spans(l
     assert extractor.stats.mask_seconds / extractor.stats.tokens < 0.01  # the mask costs well under 10 ms a token
 
 
+def test_spacy_mentions_join_the_model_s_entities_but_not_its_relations(lm, schema) -> None:  # type: ignore[no-untyped-def]
+    chunk = chunk_of(0)
+    alone = ModelExtractor(lm, schema, judge="check", max_new_tokens=SHORT_BUDGET).extract([chunk])
+    tagged = ModelExtractor(
+        lm, schema, judge="check", max_new_tokens=SHORT_BUDGET, tagger=SpacyExtractor(background=False)
+    ).extract([chunk])
+    own = {m.text for m in alone.mentions[chunk.id]}
+    joined = [m.text for m in tagged.mentions[chunk.id]]
+    by_spacy = {m.text for m in SpacyExtractor(background=False).extract([chunk]).mentions[chunk.id]}
+    assert by_spacy and own <= set(joined)
+    assert {m.casefold() for m in by_spacy} <= {m.casefold() for m in joined}
+    assert len(joined) == len({m.casefold() for m in joined})  # one mention per name, whatever its case
+    assert tagged.facts == alone.facts  # relations are the model's alone: spaCy's patterns add none
+    assert all(f.relation in schema.relations for f in tagged.facts)
+
+
 # -- reflection --------------------------------------------------------------------------------------
 
 
