@@ -40,11 +40,15 @@ ECHO_PENALTY = 3.0  # a span made only of the question's words
 
 _PLACE_NOUNS = "city|country|place|state|town|region|continent"
 EXPLANATION = re.compile(r"^\s*(why|how (?:does|do|did|can|could|is|are|was|were|to|should)|describe|explain)\b", re.I)
-# "who/what is|was" and nothing but a capitalised name (assumes English capitalises names; "who is the
-# director of X" asks for a person, and stays a span question)
+# "who/what is|was" and nothing but a capitalised name (assumes English capitalises names and joins their
+# words with a few lower-case ones: "Journal of Orbital Studies"; "who is the director of X" asks for a
+# person, and stays a span question)
 DEFINITION = re.compile(
-    r"^\s*(?i:who|what)\s+(?i:is|was|are|were)\s+(?!(the|a|an)\b)[A-Z][\w.'-]*(\s+[A-Z][\w.'-]*)*\s*\??\s*$"
+    r"^\s*(?i:who|what)\s+(?i:is|was|are|were)\s+(?:the\s+)?"
+    r"(?P<name>[A-Z][\w.'-]*(?:\s+(?:(?:of|the|and|for|de|la|von|van)\s+)*[A-Z][\w.'-]*)*)\s*\??\s*$"
 )
+_COPULAS = frozenset(["is", "was", "are", "were", "'s", "be", "been", "remains", "became", "becomes"])
+MAX_DESCRIPTION_WORDS = 16
 _ASKED = [
     (re.compile(r"\bhow many\b|\bnumber of\b", re.I), "count"),
     (re.compile(r"\bhow (much|old|long|far|big|tall|large)\b", re.I), "quantity"),
@@ -106,6 +110,17 @@ def asked_kind(question: str) -> str | None:
     return min(found)[2] if found else None
 
 
+def _noun_phrase(head: Any) -> Any:
+    """The noun phrase `head` heads, up to its first clause or list ("a peer-reviewed journal about
+    satellites" of "... about satellites, published monthly by ..."): a description, not a paragraph."""
+    end = head.i
+    for child in head.rights:
+        if child.dep_ in ("acl", "relcl", "appos", "punct", "cc", "conj", "advcl"):
+            break
+        end = child.right_edge.i
+    return head.doc[head.left_edge.i : end + 1]
+
+
 def asked_class(nlp: Any, question: str) -> str | None:
     """The noun that names the class of thing asked for, lower-cased: "river" in "What river flows ...",
     "airport" in "What is the name of the airport ...", "range" in "... part of what mountain range?"
@@ -133,12 +148,44 @@ def _same_noun(word: str, noun: str) -> bool:
 
 
 def asks_explanation(question: str) -> bool:
-    """Why, how, describe, explain; and "who is <a name>?" / "what is <a name>?", which asks what the name
-    is, a description no single span of the evidence gives ("Who is Alex Mercer?" is not answered by a
-    name)."""
-    return (bool(EXPLANATION.match(question)) and asked_kind(question) not in NUMERIC) or bool(
-        DEFINITION.match(question)
-    )
+    """Why, how, describe, explain."""
+    return bool(EXPLANATION.match(question)) and asked_kind(question) not in NUMERIC
+
+
+def defined_name(question: str) -> str | None:
+    """The name a "who is <a name>?" / "what is <a name>?" question asks to describe ("Who is Alex Mercer?"
+    is not answered by another name), or None."""
+    found = DEFINITION.match(question)
+    return found.group("name") if found else None
+
+
+def description_of(nlp: Any, name: str, evidence: Sequence[Sentence]) -> Candidate | None:
+    """The evidence's own description of `name`, from the best-scored sentence that gives one: the
+    complement of "<name> is/was ..." ("a Norwegian novelist") or an apposition ("<name>, the society's
+    founder, ..."), read from spaCy's parse. Assumes English copulas."""
+    key = name.casefold()
+    order = sorted(range(len(evidence)), key=lambda n: -evidence[n].score)
+    docs = dict(zip(order, nlp.pipe(evidence[n].text for n in order), strict=True))
+    for number in order:
+        doc = docs[number]
+        at = doc.text.casefold().find(key)
+        named = doc.char_span(at, at + len(name), alignment_mode="expand") if at >= 0 else None
+        if named is None:
+            continue
+        root = named.root
+        described = [c for c in root.children if c.dep_ == "appos"]
+        if root.dep_ == "nsubj" and root.head.lower_ in _COPULAS:
+            described = [c for c in root.head.children if c.dep_ == "attr"] + described
+        for head in described:
+            span = _noun_phrase(head)
+            # a description is a noun phrase opened by an article or possessive ("a figure of central
+            # authority"); the small parser also calls "steadfast like a bridge" an apposition
+            if head.pos_ not in ("NOUN", "PROPN") or span[0].dep_ not in ("det", "poss"):
+                continue
+            if len(span) > MAX_DESCRIPTION_WORDS or key in span.text.casefold():
+                continue
+            return Candidate(span.text, number, span.start_char, span.end_char, "DESCRIPTION")
+    return None
 
 
 def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list[Candidate]:

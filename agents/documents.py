@@ -8,7 +8,9 @@ with the question rewritten around it: the bridge and the question's words its s
 answer is then read in the sentences that bear on that rewritten question, the second hop's; the sentence
 that named the bridge is kept and cited as the first hop's.
 
-The answer is a span of the evidence (`agents.answer_spans`), or free text for an explanation question.
+The answer is a span of the evidence (`agents.answer_spans`), or free text for an explanation question; a
+"who/what is <a name>?" question gets the evidence's own description of the name (a span too: "a Norwegian
+novelist"), or free text where no sentence gives one.
 FaithfulRAG's fact-level check then compares it with the model's closed-book answer: where they disagree,
 the result says so, with both answers and which was chosen by the preference instruction > context >
 parameters.
@@ -28,6 +30,8 @@ from agents.answer_spans import (
     asks_explanation,
     candidates_of,
     choose_span,
+    defined_name,
+    description_of,
     evidence_score,
     reading_order,
 )
@@ -254,7 +258,22 @@ def answer_from_evidence(
     """A span of the evidence (or free text for an explanation question), its citations and the conflict check."""
     if not evidence:
         return {}
-    if asks_explanation(question):
+    name = defined_name(question)
+    described = description_of(resources.nlp, name, evidence) if name is not None else None
+    if described is not None:
+        # the evidence's own description of the name: a span of a cited sentence, with no closed-book fact to
+        # conflict with (the check compares short factual answers)
+        if on_text:
+            on_text(described.text)
+        return {
+            "answer": described.text,
+            "free_text": False,
+            "citations": sentence_citations(evidence, described),
+            "span": SpanAnswer(described.text, described, [described]),
+            "conflict": None,
+            "arbitration_steps": [],
+        }
+    if asks_explanation(question) or name is not None:  # no sentence describes the name: a written answer
         written = document_answer(resources, question, [numbered(evidence)], method, reliance, on_text=on_text)
         return {
             "answer": written.text,

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from agents.answer_spans import Candidate, asked_class, asked_kind, asks_explanation, candidates_of, type_fit
+from agents.answer_spans import (
+    Candidate,
+    asked_class,
+    asked_kind,
+    asks_explanation,
+    candidates_of,
+    defined_name,
+    type_fit,
+)
 from agents.documents import agree
 from agents.evidence import _rarity, split_sentences
 from agents.graph import ask, build_graph
@@ -107,6 +115,14 @@ def test_an_explanation_question_is_answered_in_free_text_and_marked(corpus) -> 
     assert result["answer"] and result["citations"]
 
 
+def test_a_who_or_what_is_question_is_answered_by_the_evidence_s_description(corpus) -> None:
+    _, agent = corpus
+    result = ask(agent, "What is the Journal of Orbital Studies?")
+    assert result["source"] == "context" and result["free_text"] is False
+    assert result["answer"] == "a peer-reviewed journal about satellites and their orbits"
+    assert result["answer"] in _answer_sentence(result)["sentence"]
+
+
 def test_sentences_skip_code_fences_and_markup(corpus) -> None:
     resources, _ = corpus
     text = "# Install\n\n```bash\npip install x\n```\n<li>It maps sentences to a 384 dimensional space.</li>\n"
@@ -130,9 +146,10 @@ def test_what_a_question_asks_for() -> None:
     assert asks_explanation("Why did it move?") and asks_explanation("How does the constraint work?")
     assert not asks_explanation("How many episodes are there?")
     # "who is <a name>?" asks for a description, "who is the <role> of ...?" for a name
-    assert asks_explanation("Who is Clara Voss?") and asks_explanation("What is Meridian Society?")
-    assert not asks_explanation("Who is the founder of the Meridian Society?")
-    assert not asks_explanation("What is a society?")
+    assert defined_name("Who is Clara Voss?") == "Clara Voss"
+    assert defined_name("What is the Journal of Orbital Studies?") == "Journal of Orbital Studies"
+    assert defined_name("Who is the founder of the Meridian Society?") is None
+    assert defined_name("What is a society?") is None
     year = Candidate("2016", 0, 0, 4, "DATE")
     assert type_fit(year, "quantity") < 0 < type_fit(year, "time") and type_fit(year, "count") < 0
     # "who" asks for a person first, and can also be a group: the person wins where both stand
