@@ -10,7 +10,7 @@ that named the bridge is kept and cited as the first hop's.
 
 The answer is a span of the evidence (`agents.answer_spans`), or free text for an explanation question; a
 "who/what is <a name>?" question gets the evidence's own description of the name (a span too: "a Norwegian
-novelist"), or free text where no sentence gives one.
+novelist"), or, where no sentence gives one, the span answer any question gets.
 FaithfulRAG's fact-level check then compares it with the model's closed-book answer: where they disagree,
 the result says so, with both answers and which was chosen by the preference instruction > context >
 parameters.
@@ -273,7 +273,7 @@ def answer_from_evidence(
             "conflict": None,
             "arbitration_steps": [],
         }
-    if asks_explanation(question) or name is not None:  # no sentence describes the name: a written answer
+    if asks_explanation(question):
         written = document_answer(resources, question, [numbered(evidence)], method, reliance, on_text=on_text)
         return {
             "answer": written.text,
