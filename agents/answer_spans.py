@@ -47,7 +47,8 @@ DEFINITION = re.compile(
     r"^\s*(?i:who|what)\s+(?i:is|was|are|were)\s+(?:the\s+)?"
     r"(?P<name>[A-Z][\w.'-]*(?:\s+(?:(?:of|the|and|for|de|la|von|van)\s+)*[A-Z][\w.'-]*)*)\s*\??\s*$"
 )
-_COPULAS = frozenset(["is", "was", "are", "were", "'s", "be", "been", "remains", "became", "becomes"])
+_BE = frozenset(["is", "are", "was", "were"])
+_COPULAS = _BE | {"'s", "be", "been", "remains", "became", "becomes"}
 MAX_DESCRIPTION_WORDS = 16
 _ASKED = [
     (re.compile(r"\bhow many\b|\bnumber of\b", re.I), "count"),
@@ -132,7 +133,7 @@ def asked_class(nlp: Any, question: str) -> str | None:
         return None
     if wh.dep_ == "det" and wh.head.pos_ == "NOUN":
         noun = wh.head
-    elif wh.dep_ in ("attr", "nsubj") and wh.head.lower_ in ("is", "are", "was", "were"):
+    elif wh.dep_ in ("attr", "nsubj") and wh.head.lower_ in _BE:
         noun = next((t for t in wh.head.children if t.dep_ in ("nsubj", "attr") and t.i != wh.i), None)
     else:
         return None

@@ -258,21 +258,6 @@ def answer_from_evidence(
     """A span of the evidence (or free text for an explanation question), its citations and the conflict check."""
     if not evidence:
         return {}
-    name = defined_name(question)
-    described = description_of(resources.nlp, name, evidence) if name is not None else None
-    if described is not None:
-        # the evidence's own description of the name: a span of a cited sentence, with no closed-book fact to
-        # conflict with (the check compares short factual answers)
-        if on_text:
-            on_text(described.text)
-        return {
-            "answer": described.text,
-            "free_text": False,
-            "citations": sentence_citations(evidence, described),
-            "span": SpanAnswer(described.text, described, [described]),
-            "conflict": None,
-            "arbitration_steps": [],
-        }
     if asks_explanation(question):
         written = document_answer(resources, question, [numbered(evidence)], method, reliance, on_text=on_text)
         return {
@@ -283,12 +268,22 @@ def answer_from_evidence(
             "conflict": None,
             "arbitration_steps": written.trace.steps,
         }
-    weight = span_model_weight(resources)
-    chosen: SpanAnswer = choose_span(resources.model, resources.nlp, question, evidence, bridges, weight)
+    name = defined_name(question)
+    described = description_of(resources.nlp, name, evidence) if name is not None else None
+    if described is not None:  # the evidence's own description of the name, a span of a cited sentence too
+        chosen = SpanAnswer(described.text, described, [described])
+    else:
+        weight = span_model_weight(resources)
+        chosen = choose_span(resources.model, resources.nlp, question, evidence, bridges, weight)
     if on_text and chosen.text:  # the span is chosen whole; a streaming client still gets it word by word
         for number, piece in enumerate(chosen.text.split(" ")):
             on_text(piece if number == 0 else f" {piece}")
-    conflict = conflict_of(resources, question, chosen.text, evidence, instruction) if check_conflict else None
+    # a description has no closed-book fact to conflict with: the check compares short factual answers
+    conflict = (
+        conflict_of(resources, question, chosen.text, evidence, instruction)
+        if check_conflict and described is None
+        else None
+    )
     return {
         "answer": chosen.text,
         "free_text": False,

@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,24 +54,23 @@ def counts(data_dir: Path) -> dict[str, int]:
 
 
 def model_alone(work: Path, corpus: Path) -> float:
-    """Ingest with the model's own entities only (no spaCy mentions), reading the model run's extraction cache."""
+    """Ingest with the model's own entities only (no spaCy mentions), from a copy of the model run's
+    extraction cache (the same model, schema and chunks: nothing is extracted again)."""
     from config import Settings
     from graph.backends import open_store
-    from ingest.model_extract import ModelExtractor
+    from ingest.extract import make_extractor
     from ingest.pipeline import Ingestor
-    from ingest.schema import load_schema
     from lm.embeddings import get_embedder
-    from lm.model import get_language_model
 
     settings = Settings(data_dir=work / "model_alone", extractor="model")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        closing(sqlite3.connect(work / "model" / "extractions.sqlite")) as source,
+        closing(sqlite3.connect(settings.data_dir / "extractions.sqlite")) as copy,
+    ):
+        source.backup(copy)
     store = open_store(settings)
-    extractor = ModelExtractor(
-        lambda: get_language_model(settings.llm_model, settings.model_cache_dir, settings.device, settings.cpu_threads),
-        load_schema(settings.extraction_schema),
-        cache_path=work / "model" / "extractions.sqlite",
-        model_name=settings.llm_model,
-    )
+    extractor = make_extractor(settings, spacy_mentions=False)
     started = time.perf_counter()
     try:
         Ingestor(settings, store, get_embedder(settings.embedding_model, settings.device), extractor).ingest([corpus])

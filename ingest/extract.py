@@ -84,12 +84,15 @@ class Extractor(Protocol):
     def close(self) -> None: ...
 
 
-def make_extractor(settings: Settings, background: bool = True, model: Any | None = None) -> Extractor:
+def make_extractor(
+    settings: Settings, background: bool = True, model: Any | None = None, spacy_mentions: bool = True
+) -> Extractor:
     """The extractor `settings.extractor` names: `spacy` (the default; `background` runs it in a worker
     process) or `model`, the language model `settings.llm_model` under `settings.extraction_schema` (the
     built-in general-purpose schema when unset), its results cached in the data directory. `model`: an
-    already loaded `LanguageModel` to share (else it is loaded at first use). A bad schema file raises
-    `ingest.schema.SchemaError` naming the file and field, before any model is loaded."""
+    already loaded `LanguageModel` to share (else it is loaded at first use). `spacy_mentions`: spaCy's named
+    entities join the model extractor's (False: the model's own entities only, for comparison). A bad schema
+    file raises `ingest.schema.SchemaError` naming the file and field, before any model is loaded."""
     if settings.extractor == "spacy":
         return SpacyExtractor(settings.spacy_model, background=background)
     from ingest.model_extract import ModelExtractor
@@ -108,7 +111,7 @@ def make_extractor(settings: Settings, background: bool = True, model: Any | Non
         cache_path=settings.data_dir / "extractions.sqlite",
         model_name=settings.llm_model,
         # spaCy's named entities join the model's: the mention graph keeps their coverage (relations: the model's)
-        tagger=SpacyExtractor(settings.spacy_model, background=False),
+        tagger=SpacyExtractor(settings.spacy_model, background=False) if spacy_mentions else None,
     )
 
 
