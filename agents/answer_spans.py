@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
+from agents.roles import asked_role, role_spans
 from agents.text import STOPWORDS, words
 from agents.usage import counted
 from lm.remote import is_remote, note
@@ -37,6 +38,7 @@ MAX_SPAN_WORDS = 8
 EVIDENCE_WEIGHT = 2.0  # per point of the sentence's evidence score
 TYPE_WEIGHT = 2.0  # a span of the type the question asks for
 ECHO_PENALTY = 3.0  # a span made only of the question's words
+ROLE_WEIGHT = 1.0  # a span that fills the asked role on the question's predicate (`agents.roles`)
 
 _PLACE_NOUNS = "city|country|place|state|town|region|continent"
 EXPLANATION = re.compile(r"^\s*(why|how (?:does|do|did|can|could|is|are|was|were|to|should)|describe|explain)\b", re.I)
@@ -87,6 +89,7 @@ class Candidate:
     label: str  # spaCy's entity label, "NOUN" for a noun phrase, "NUM" for a bare number
     score: float = 0.0
     model: float = 0.0  # mean log-probability under the trie
+    fills_role: bool = False  # fills, on the evidence's predicate, the role the question asks of it (`agents.roles`)
 
 
 @dataclass
@@ -189,10 +192,13 @@ def description_of(nlp: Any, name: str, evidence: Sequence[Sentence]) -> Candida
     return None
 
 
-def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list[Candidate]:
-    """Spans of the evidence that could answer: entities, noun phrases (determiners trimmed), numbers."""
+def candidates_of(
+    nlp: Any, question: str, evidence: Sequence[Sentence], docs: Sequence[Any] | None = None
+) -> list[Candidate]:
+    """Spans of the evidence that could answer: entities, noun phrases (determiners trimmed), numbers.
+    `docs`: the evidence sentences already parsed."""
     found: dict[str, Candidate] = {}
-    for number, doc in enumerate(nlp.pipe(s.text for s in evidence)):
+    for number, doc in enumerate(docs if docs is not None else nlp.pipe(s.text for s in evidence)):
         if evidence[number].heading:
             continue
         spans = [(e, e.label_) for e in doc.ents]
@@ -214,6 +220,18 @@ def candidates_of(nlp: Any, question: str, evidence: Sequence[Sentence]) -> list
     said = set(words(question))
     kept = [c for c in found.values() if not (own := set(words(c.text)) - STOPWORDS) or not own <= said]
     return kept or list(found.values())
+
+
+def with_roles(nlp: Any, question: str, docs: Sequence[Any], candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates, each marked whether it holds a token that fills the question's asked role on the
+    same predicate in its sentence (`agents.roles`)."""
+    asked = asked_role(nlp(question))
+    filled = role_spans(asked, docs) if asked is not None else set()
+    if not filled:
+        return candidates
+    return [
+        replace(c, fills_role=any(n == c.sentence and c.start <= at < c.end for n, at in filled)) for c in candidates
+    ]
 
 
 def _pieces(span: Any) -> list[Any]:
@@ -249,7 +267,12 @@ def evidence_features(
     asked = {w for w in content_words(question) if noun is None or not _same_noun(w, noun)}
     own = {w for w in content_words(candidate.text) if noun is None or not _same_noun(w, noun)}
     echo = 1.0 if own and own <= asked else (0.5 * len(own & asked) / len(own) if own else 0.0)
-    return {"sentence": sentence.score, "echo": echo, "type": type_fit(candidate, kind, noun)}
+    return {
+        "sentence": sentence.score,
+        "echo": echo,
+        "type": type_fit(candidate, kind, noun),
+        "role": float(candidate.fills_role),
+    }
 
 
 def evidence_score(
@@ -257,7 +280,12 @@ def evidence_score(
 ) -> float:
     """The evidence features, weighted: the sentence's score and the asked type; echoes lose."""
     found = evidence_features(question, candidate, evidence, kind, noun)
-    return EVIDENCE_WEIGHT * found["sentence"] - ECHO_PENALTY * found["echo"] + TYPE_WEIGHT * found["type"]
+    return (
+        EVIDENCE_WEIGHT * found["sentence"]
+        - ECHO_PENALTY * found["echo"]
+        + TYPE_WEIGHT * found["type"]
+        + ROLE_WEIGHT * found["role"]
+    )
 
 
 def reading_order(candidate: Candidate) -> tuple[int, bool, int]:
@@ -315,7 +343,8 @@ def choose_span(
     kind, noun = asked_kind(question), asked_class(nlp, question)
     if kind is None and noun is not None and re.fullmatch(_PLACE_NOUNS, noun):
         kind = "place"  # "what is the country where ...": the class noun names a place
-    candidates = candidates_of(nlp, question, evidence)
+    docs = list(nlp.pipe(s.text for s in evidence))
+    candidates = with_roles(nlp, question, docs, candidates_of(nlp, question, evidence, docs))
     if not candidates:
         return SpanAnswer("", None, [])
     # a bridge the retrieval followed answers the question's first hop, not the question

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from agents.answer_spans import (
     asked_kind,
     asks_explanation,
     candidates_of,
+    choose_span,
     defined_name,
     type_fit,
 )
@@ -23,6 +25,7 @@ from agents.documents import agree
 from agents.evidence import _rarity, split_sentences
 from agents.graph import ask, build_graph
 from agents.resources import Resources
+from agents.roles import AGENT, THEME, AskedRole, asked_role
 from app.cli import app
 from config import Settings
 from tests.test_kg_trie import MODEL_CACHE
@@ -172,6 +175,32 @@ def test_the_class_a_question_asks_for_types_the_names_that_end_in_it(corpus) ->
     assert type_fit(river, None, "river") == 1.0 > type_fit(town, None, "river")
     # a plain noun phrase that ends in the class ("the nearby river") names no river
     assert type_fit(Candidate("nearby river", 0, 0, 12, "NOUN"), None, "river") == 0.0
+
+
+def test_the_answer_fills_the_role_the_question_asks_on_the_same_predicate(corpus) -> None:
+    """A question "Who publishes X?" asks publish(agent=?): the by-phrase of "a journal published by ..." fills it,
+    though a person named in another sentence has the type "who" asks for first."""
+    resources, _ = corpus
+    nlp = resources.nlp
+    assert asked_role(nlp("Who publishes the Lumen Review?")) == AskedRole("publish", AGENT)
+    assert asked_role(nlp("What did the society build in Lisbon?")) == AskedRole("build", THEME)
+    # a wh-word of a relative clause asks nothing; nor does a copula, or "when"/"where" (left to the type)
+    assert asked_role(nlp("What is the capital of the country where Clara Voss was born?")) is None
+    assert asked_role(nlp("When did the society move to Lisbon?")) is None
+    citation = {"doc_id": "d", "chunk_id": "c", "title": "", "page": 0, "score": 1.0}
+    text = (
+        "The review was founded in 1950 with the editor Mark Brennan. "
+        "The Lumen Review is a quarterly journal published by the Halden Institute."
+    )
+    first, second = split_sentences(nlp, citation, 0, text)
+    # as retrieval scores them: the sentence that names the review scores higher
+    evidence = [replace(first, score=0.5), replace(second, score=0.8)]
+    chosen = choose_span(None, nlp, "Who publishes the Lumen Review?", evidence, (), 0.0)
+    assert chosen.text == "Halden Institute" and chosen.candidate.fills_role
+    by_text = {c.text: c for c in chosen.candidates}
+    assert not by_text["Mark Brennan"].fills_role
+    # without the role, the person's type outweighs the better sentence
+    assert type_fit(by_text["Mark Brennan"], "agent") > type_fit(by_text["Halden Institute"], "agent")
 
 
 def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
