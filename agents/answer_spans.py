@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
-from agents.roles import asked_role, role_spans
+from agents.roles import asked_role, naming_spans, role_spans
 from agents.text import STOPWORDS, words
 from agents.usage import counted
 from lm.remote import is_remote, note
@@ -224,9 +224,12 @@ def candidates_of(
 
 def with_roles(nlp: Any, question: str, docs: Sequence[Any], candidates: list[Candidate]) -> list[Candidate]:
     """The candidates, each marked whether it holds a token that fills the question's asked role on the
-    same predicate in its sentence (`agents.roles`)."""
-    asked = asked_role(nlp(question))
+    same predicate in its sentence, or that its sentence identifies with the asked class noun
+    (`agents.roles`)."""
+    asked, noun = asked_role(nlp(question)), asked_class(nlp, question)
     filled = role_spans(asked, docs) if asked is not None else set()
+    if noun is not None:
+        filled |= naming_spans(noun, docs)
     if not filled:
         return candidates
     return [
@@ -320,6 +323,48 @@ def type_fit(candidate: Candidate, kind: str | None, noun: str | None = None) ->
     return -0.5
 
 
+_OPEN_PARENTHESIS = re.compile(r"^\s*\([^)]*$")
+
+
+def full_name(chosen: Candidate, candidates: Sequence[Candidate], evidence: Sequence[Sentence]) -> Candidate:
+    """The evidence's full name for the person a chosen mention names: "Furman" in "Furman holds more than
+    191 records" is "Ashrita Furman" of "Ashrita Furman (born Keith Furman, ...) is a record-breaker".
+
+    Mentions are joined when one stands in parentheses after the other (a birth or other name) and when a
+    shorter one ends a longer one (a surname), where the longer names it could end are all one person;
+    the person's full name is the first mention of two or more words outside parentheses. Assumes names
+    written as in English prose: given names before the family name, a later mention by family name."""
+    if chosen.label != "PERSON":
+        return chosen
+    people = sorted({c.text: c for c in candidates if c.label == "PERSON"}.values(), key=reading_order)
+    group = {c.text: c.text for c in people}
+
+    def root(text: str) -> str:
+        while group[text] != text:
+            text = group[text]
+        return text
+
+    inside: set[str] = set()
+    for outer in people:
+        for inner in people:
+            between = evidence[outer.sentence].text[outer.end : inner.start]
+            if inner.sentence == outer.sentence and inner.start > outer.end and _OPEN_PARENTHESIS.match(between):
+                group[root(inner.text)] = root(outer.text)
+                inside.add(inner.text)
+    for short in people:
+        said = words(short.text)
+        longer = {
+            root(c.text) for c in people if len(words(c.text)) > len(said) and words(c.text)[-len(said) :] == said
+        }
+        if len(longer) == 1:
+            group[root(short.text)] = longer.pop()
+    if chosen.text not in group:
+        return chosen
+    own = root(chosen.text)
+    named = [c for c in people if root(c.text) == own and c.text not in inside and len(words(c.text)) > 1]
+    return named[0] if named else chosen
+
+
 def answer_prompt(model: Any, question: str, evidence: Sequence[Sentence]) -> str:
     return counted(
         model,
@@ -354,6 +399,7 @@ def choose_span(
         - ECHO_PENALTY * any(set(content_words(c.text)) <= names for names in followed if names)
         for c in candidates
     }
+    every = candidates
     candidates = sorted(candidates, key=lambda c: (-priors[id(c)], *reading_order(c)))[:MAX_CANDIDATES]
     # every sequence of the candidates' trie, scored whole: with so few, exhaustive search is exact where
     # greedy decoding through the trie would be approximate, and it yields every candidate's score
@@ -387,4 +433,8 @@ def choose_span(
         for c, mean in zip(candidates, means, strict=True)
     ]
     scored.sort(key=lambda c: (-c.score, *reading_order(c)))
-    return SpanAnswer(scored[0].text, scored[0], scored)
+    best = full_name(scored[0], every, evidence)
+    if best is not scored[0]:  # the full name answers, scored as the mention it names
+        top = replace(best, score=scored[0].score, model=scored[0].model)
+        scored = [top, *(c for c in scored if c.text != best.text)]
+    return SpanAnswer(best.text, scored[0], scored)

@@ -117,3 +117,27 @@ def role_spans(asked: AskedRole, docs: Iterable[Any]) -> set[tuple[int, int]]:
             if verb.pos_ == "VERB" and verb.lemma_.lower() == asked.predicate:
                 spans |= {(number, token.idx) for token in fillers(verb, asked.role)}
     return spans
+
+
+def naming_spans(noun: str, docs: Iterable[Any]) -> set[tuple[int, int]]:
+    """(sentence number, character offset) of every token an evidence sentence identifies with the asked
+    class noun (`agents.answer_spans.asked_class`): the nominal predicate's counterpart of `role_spans`.
+    "Who was the first president of X?" is answered by "G. Stanley Hall, the first president of X", "the
+    first president was G. Stanley Hall", "G. Stanley Hall was its first president" or "President Hall":
+    an apposition, either side of a copula, or the noun as a title."""
+    spans: set[tuple[int, int]] = set()
+    for number, doc in enumerate(docs):
+        for token in doc:
+            # a noun used as a title is capitalised and tagged a proper noun ("President Hale")
+            title = token.dep_ == "compound" and token.text[:1].isupper()
+            if (token.pos_ != "NOUN" and not title) or noun not in (token.lower_, token.lemma_.lower()):
+                continue
+            named = [c for c in token.children if c.dep_ == "appos"]
+            # the noun as a title is a compound of a name ("President Hall"), not of a noun ("network television")
+            if token.dep_ == "appos" or (token.dep_ == "compound" and token.head.pos_ == "PROPN"):
+                named.append(token.head)
+            if token.dep_ in ("nsubj", "attr") and token.head.lemma_ == "be":
+                other = "attr" if token.dep_ == "nsubj" else "nsubj"
+                named += [c for c in token.head.children if c.dep_ == other]
+            spans |= {(number, t.idx) for t in named if t.i != token.i}
+    return spans

@@ -19,13 +19,14 @@ from agents.answer_spans import (
     candidates_of,
     choose_span,
     defined_name,
+    full_name,
     type_fit,
 )
 from agents.documents import agree
 from agents.evidence import _rarity, split_sentences
 from agents.graph import ask, build_graph
 from agents.resources import Resources
-from agents.roles import AGENT, THEME, AskedRole, asked_role
+from agents.roles import AGENT, THEME, AskedRole, asked_role, naming_spans
 from app.cli import app
 from config import Settings
 from tests.test_kg_trie import MODEL_CACHE
@@ -201,6 +202,47 @@ def test_the_answer_fills_the_role_the_question_asks_on_the_same_predicate(corpu
     assert not by_text["Mark Brennan"].fills_role
     # without the role, the person's type outweighs the better sentence
     assert type_fit(by_text["Mark Brennan"], "agent") > type_fit(by_text["Halden Institute"], "agent")
+
+
+def test_the_answer_is_what_the_evidence_identifies_with_the_asked_noun(corpus) -> None:
+    """A question "Who was the first president of X?" is answered by the name an apposition or a copula equates with
+    "president", or that has it as a title; a noun compound ("president election") names nobody."""
+    resources, _ = corpus
+    nlp = resources.nlp
+    texts = [
+        "Clara Voss, the first president of the society, founded it with Tomas Reyes.",
+        "Its first president was Ada Brandt.",
+        "President Hale opened the observatory.",
+        "The president election of 1920 was won by Mark Brennan.",
+    ]
+    docs = list(nlp.pipe(texts))
+    named = {next(t.text for t in docs[n] if t.idx == at) for n, at in naming_spans("president", docs)}
+    assert {"Voss", "Brandt", "Hale"} <= named
+    assert not named & {"Reyes", "Brennan", "election"}
+
+
+def test_a_person_named_by_surname_is_answered_by_the_full_name(corpus) -> None:
+    """The role falls to "Voss" in "Voss holds the record"; the answer is the person's full name, the first
+    mention outside parentheses ("Clara Voss (born Clara Brandt)"), cited from its own sentence."""
+    resources, _ = corpus
+    nlp = resources.nlp
+    citation = {"doc_id": "d", "chunk_id": "c", "title": "", "page": 0, "score": 1.0}
+    text = (
+        "As of 2017, Voss holds the record for the most comets found. "
+        "Clara Voss (born Clara Brandt, 1954) is an astronomer. "
+        "She worked with Tomas Reyes."
+    )
+    evidence = [replace(s, score=0.5) for s in split_sentences(nlp, citation, 0, text)]
+    chosen = choose_span(None, nlp, "Who holds the record for the most comets found?", evidence, (), 0.0)
+    assert chosen.text == "Clara Voss"
+    assert evidence[chosen.candidate.sentence].text.startswith("Clara Voss (born")
+    # a surname two different people share names neither
+    text = "Voss holds the record. Clara Voss is an astronomer. Ada Voss is a painter."
+    evidence = split_sentences(nlp, citation, 0, text)
+    people = [Candidate("Voss", 0, 0, 4, "PERSON"), Candidate("Clara Voss", 1, 0, 10, "PERSON")]
+    assert full_name(people[0], people, evidence).text == "Clara Voss"
+    people.append(Candidate("Ada Voss", 2, 0, 8, "PERSON"))
+    assert full_name(people[0], people, evidence).text == "Voss"
 
 
 def test_candidate_spans_stop_at_layout_gaps_and_possessives(corpus) -> None:
