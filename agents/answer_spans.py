@@ -303,7 +303,7 @@ def type_fit(candidate: Candidate, kind: str | None, noun: str | None = None) ->
     be it (a year for "how many", no digit for "when"), -0.5 for another kind of name or a plain noun phrase
     where a name is asked for."""
     said = words(candidate.text)
-    if noun is not None and candidate.label != "NOUN" and len(said) > 1 and _same_noun(said[-1], noun):
+    if noun is not None and candidate.label != "NOUN" and len(said) > 1 and said[-1] == noun:
         return 1.0
     if kind is None:
         return 0.0
@@ -326,17 +326,22 @@ def type_fit(candidate: Candidate, kind: str | None, noun: str | None = None) ->
 _OPEN_PARENTHESIS = re.compile(r"^\s*\([^)]*$")
 
 
-def full_name(chosen: Candidate, candidates: Sequence[Candidate], evidence: Sequence[Sentence]) -> Candidate:
+def full_name(
+    chosen: Candidate, candidates: Sequence[Candidate], evidence: Sequence[Sentence], kind: str | None = None
+) -> Candidate:
     """The evidence's full name for the person a chosen mention names: "Furman" in "Furman holds more than
     191 records" is "Ashrita Furman" of "Ashrita Furman (born Keith Furman, ...) is a record-breaker".
 
     Mentions are joined when one stands in parentheses after the other (a birth or other name) and when a
     shorter one ends a longer one (a surname), where the longer names it could end are all one person;
     the person's full name is the first mention of two or more words outside parentheses. Assumes names
-    written as in English prose: given names before the family name, a later mention by family name."""
-    if chosen.label != "PERSON":
+    written as in English prose: given names before the family name, a later mention by family name. A
+    mention the entity tagger did not call a person ("Furman" tagged an organisation) counts as one where
+    the question asks who (`kind` "agent")."""
+    if chosen.label != "PERSON" and kind != "agent":
         return chosen
-    people = sorted({c.text: c for c in candidates if c.label == "PERSON"}.values(), key=reading_order)
+    people = [c for c in candidates if c.label == "PERSON" or c is chosen]
+    people = sorted({c.text: c for c in people}.values(), key=reading_order)
     group = {c.text: c.text for c in people}
 
     def root(text: str) -> str:
@@ -433,7 +438,7 @@ def choose_span(
         for c, mean in zip(candidates, means, strict=True)
     ]
     scored.sort(key=lambda c: (-c.score, *reading_order(c)))
-    best = full_name(scored[0], every, evidence)
+    best = full_name(scored[0], [*every, scored[0]], evidence, kind)
     if best is not scored[0]:  # the full name answers, scored as the mention it names
         top = replace(best, score=scored[0].score, model=scored[0].model)
         scored = [top, *(c for c in scored if c.text != best.text)]

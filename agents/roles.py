@@ -130,7 +130,9 @@ def naming_spans(noun: str, docs: Iterable[Any]) -> set[tuple[int, int]]:
         for token in doc:
             # a noun used as a title is capitalised and tagged a proper noun ("President Hale")
             title = token.dep_ == "compound" and token.text[:1].isupper()
-            if (token.pos_ != "NOUN" and not title) or noun not in (token.lower_, token.lemma_.lower()):
+            # in the number asked: "seven countries: Poland, ..." lists countries, it names no "what country"
+            same = token.lower_ == noun or (token.lemma_.lower() == noun and token.tag_ not in ("NNS", "NNPS"))
+            if (token.pos_ != "NOUN" and not title) or not same:
                 continue
             named = [c for c in token.children if c.dep_ == "appos"]
             # the noun as a title is a compound of a name ("President Hall"), not of a noun ("network television")

@@ -176,6 +176,8 @@ def test_the_class_a_question_asks_for_types_the_names_that_end_in_it(corpus) ->
     assert type_fit(river, None, "river") == 1.0 > type_fit(town, None, "river")
     # a plain noun phrase that ends in the class ("the nearby river") names no river
     assert type_fit(Candidate("nearby river", 0, 0, 12, "NOUN"), None, "river") == 0.0
+    # nor is "United States" a state
+    assert type_fit(Candidate("United States", 0, 0, 13, "GPE"), None, "state") == 0.0
 
 
 def test_the_answer_fills_the_role_the_question_asks_on_the_same_predicate(corpus) -> None:
@@ -219,6 +221,12 @@ def test_the_answer_is_what_the_evidence_identifies_with_the_asked_noun(corpus) 
     named = {next(t.text for t in docs[n] if t.idx == at) for n, at in naming_spans("president", docs)}
     assert {"Voss", "Brandt", "Hale"} <= named
     assert not named & {"Reyes", "Brennan", "election"}
+    # a plural lists members of the class; it names no "what country"
+    listed = list(nlp.pipe(["Austria borders seven countries: Italy, Germany and five others."]))
+    assert not {next(t.text for t in listed[n] if t.idx == at) for n, at in naming_spans("country", listed)} & {
+        "Italy",
+        "Germany",
+    }
 
 
 def test_a_person_named_by_surname_is_answered_by_the_full_name(corpus) -> None:
