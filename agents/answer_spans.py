@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evidence import Sentence, content_words, numbered
-from agents.roles import asked_role, naming_spans, role_spans
+from agents.roles import AskedRole, asked_role, naming_spans, role_spans
 from agents.text import STOPWORDS, words
 from agents.usage import counted
 from lm.remote import is_remote, note
@@ -222,11 +222,12 @@ def candidates_of(
     return kept or list(found.values())
 
 
-def with_roles(nlp: Any, question: str, docs: Sequence[Any], candidates: list[Candidate]) -> list[Candidate]:
+def with_roles(
+    asked: AskedRole | None, noun: str | None, docs: Sequence[Any], candidates: list[Candidate]
+) -> list[Candidate]:
     """The candidates, each marked whether it holds a token that fills the question's asked role on the
-    same predicate in its sentence, or that its sentence identifies with the asked class noun
+    same predicate in its sentence, or that its sentence identifies with the asked class noun `noun`
     (`agents.roles`)."""
-    asked, noun = asked_role(nlp(question)), asked_class(nlp, question)
     filled = role_spans(asked, docs) if asked is not None else set()
     if noun is not None:
         filled |= naming_spans(noun, docs)
@@ -340,8 +341,10 @@ def full_name(
     the question asks who (`kind` "agent")."""
     if chosen.label != "PERSON" and kind != "agent":
         return chosen
-    people = [c for c in candidates if c.label == "PERSON" or c is chosen]
-    people = sorted({c.text: c for c in people}.values(), key=reading_order)
+    # the chosen mention joins the people whatever its label, and stands for its text
+    people = sorted(
+        {c.text: c for c in [*(c for c in candidates if c.label == "PERSON"), chosen]}.values(), key=reading_order
+    )
     group = {c.text: c.text for c in people}
 
     def root(text: str) -> str:
@@ -363,8 +366,6 @@ def full_name(
         }
         if len(longer) == 1:
             group[root(short.text)] = longer.pop()
-    if chosen.text not in group:
-        return chosen
     own = root(chosen.text)
     named = [c for c in people if root(c.text) == own and c.text not in inside and len(words(c.text)) > 1]
     return named[0] if named else chosen
@@ -394,7 +395,7 @@ def choose_span(
     if kind is None and noun is not None and re.fullmatch(_PLACE_NOUNS, noun):
         kind = "place"  # "what is the country where ...": the class noun names a place
     docs = list(nlp.pipe(s.text for s in evidence))
-    candidates = with_roles(nlp, question, docs, candidates_of(nlp, question, evidence, docs))
+    candidates = with_roles(asked_role(nlp(question)), noun, docs, candidates_of(nlp, question, evidence, docs))
     if not candidates:
         return SpanAnswer("", None, [])
     # a bridge the retrieval followed answers the question's first hop, not the question
@@ -438,7 +439,7 @@ def choose_span(
         for c, mean in zip(candidates, means, strict=True)
     ]
     scored.sort(key=lambda c: (-c.score, *reading_order(c)))
-    best = full_name(scored[0], [*every, scored[0]], evidence, kind)
+    best = full_name(scored[0], every, evidence, kind)
     if best is not scored[0]:  # the full name answers, scored as the mention it names
         top = replace(best, score=scored[0].score, model=scored[0].model)
         scored = [top, *(c for c in scored if c.text != best.text)]
